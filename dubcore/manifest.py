@@ -1,0 +1,170 @@
+"""The job manifest: which film, which dubbed tracks, where the output goes, options.
+
+A manifest is a YAML or JSON file (``schema: dub-film/manifest@1``).  Relative
+paths are resolved against the manifest's own folder.  Unknown keys and missing
+fields are errors that name the manifest file and the key.  The same model is the
+typed parameter of the ``dub-film`` Prefect flow, so the UI form shows the same
+fields with the same descriptions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .schema import SchemaError, check_versioned, schema_tag, versioned
+
+
+class ManifestError(ValueError):
+    """A manifest is unreadable or invalid; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CharacterStem(_Strict):
+    name: str = Field(description="Character name, as the operator knows them (e.g. 'ALICE').")
+    path: str = Field(description="Dubbed dialogue of this character alone (local path or URI).")
+    gain_db: float = Field(0.0, description="Gain applied to this stem in the mix, in dB.")
+
+
+class DubTracks(_Strict):
+    """The dubbed audio: one dialogue stem, or one stem per character, plus M&E; or a full mix."""
+
+    language: str | None = Field(None, description="Language of the dub (BCP 47, e.g. 'es', 'fr-CA').")
+    dialogue: str | None = Field(None, description="One mixed dialogue stem of the dub.")
+    characters: tuple[CharacterStem, ...] = Field((), description="One dialogue stem per character.")
+    me: str | None = Field(None, description="Music and effects stem (M&E), mixed under the dialogue.")
+    mix: str | None = Field(None, description="A finished full mix of the dub (dialogue and M&E together).")
+
+    @model_validator(mode="after")
+    def _one_dialogue_source(self) -> "DubTracks":
+        given = [k for k in ("dialogue", "characters", "mix") if getattr(self, k)]
+        if not given:
+            raise ValueError("dub needs 'dialogue', 'characters' or 'mix'")
+        if self.mix and (self.dialogue or self.characters or self.me):
+            raise ValueError("'mix' is a finished mix: give it alone, without 'dialogue', 'characters' or 'me'")
+        if self.dialogue and self.characters:
+            raise ValueError("give either one 'dialogue' stem or per-'characters' stems, not both")
+        names = [c.name for c in self.characters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"character names must be unique, got {names}")
+        return self
+
+    def files(self) -> list[tuple[str, str]]:
+        """``(role, path)`` of every audio file of the dub, in mixing order."""
+        out: list[tuple[str, str]] = []
+        if self.mix:
+            out.append(("mix", self.mix))
+        if self.dialogue:
+            out.append(("dialogue", self.dialogue))
+        out.extend((f"character:{c.name}", c.path) for c in self.characters)
+        if self.me:
+            out.append(("me", self.me))
+        return out
+
+
+class JobOptions(_Strict):
+    shot_detectors: tuple[str, ...] = Field(("content", "fade"), description="Shot detectors to run (content, adaptive, fade).")
+    min_shot_frames: int = Field(15, ge=1, description="Shortest shot in frames; closer cuts are merged.")
+    content_threshold: float = Field(27.0, gt=0, description="ContentDetector threshold (PySceneDetect's default 27).")
+    audio_sample_rate: int = Field(48000, ge=8000, description="Sample rate of the delivered mix; stems are resampled to it.")
+    audio_length_policy: Literal["strict", "pad"] = Field(
+        "strict",
+        description="A dub track more than one frame off the picture: 'strict' refuses it, 'pad' pads with silence or trims.",
+    )
+    vfr_policy: Literal["refuse", "conform"] = Field(
+        "refuse", description="Variable-frame-rate film: 'refuse' stops with an error, 'conform' converts it to CFR first."
+    )
+    video_codec: str = Field("libx264", description="Encoder of the delivered picture (libx264, libx265, ffv1, prores_ks).")
+    crf: int | None = Field(10, description="Quality for x264/x265 (lower is better; 10 is visually lossless).")
+    preset: str | None = Field("medium", description="x264/x265 speed preset.")
+    container: Literal["mp4", "mov", "mkv"] = Field("mp4", description="Container of the delivered film.")
+    audio_codec: str | None = Field(None, description="Audio codec; default AAC 320k in MP4, 24-bit PCM in MOV/MKV.")
+
+
+class DubJob(_Strict):
+    """One dubbing job: the typed parameters of the ``dub-film`` flow."""
+
+    film: str = Field(description="The original film: video with its original audio (local path or URI).")
+    dub: DubTracks = Field(description="The dubbed audio tracks.")
+    output: str | None = Field(None, description="Output folder (local path or URI); `dub run --out` overrides it.")
+    title: str | None = Field(None, description="Title shown in reports.")
+    options: JobOptions = Field(default_factory=JobOptions, description="Processing options.")
+
+    def resolved(self, base: Path) -> "DubJob":
+        """Copy with every relative local path made absolute against ``base``."""
+
+        def fix(p: str | None) -> str | None:
+            if p is None or "://" in p:
+                return p
+            path = Path(p).expanduser()
+            return str(path if path.is_absolute() else (base / path).resolve())
+
+        dub = self.dub.model_copy(
+            update={
+                "dialogue": fix(self.dub.dialogue),
+                "me": fix(self.dub.me),
+                "mix": fix(self.dub.mix),
+                "characters": tuple(c.model_copy(update={"path": fix(c.path)}) for c in self.dub.characters),
+            }
+        )
+        return self.model_copy(update={"film": fix(self.film), "dub": dub, "output": fix(self.output)})
+
+    def to_manifest(self) -> dict[str, Any]:
+        return versioned("manifest", self.model_dump(mode="json", exclude_none=True))
+
+
+def _explain(exc: ValidationError, where: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"unknown key '{loc}': remove it or check its spelling")
+        elif kind == "missing":
+            lines.append(f"missing field '{loc}'")
+        else:
+            lines.append(f"'{loc}': {err['msg']} (got {err.get('input')!r})")
+    return f"{where}: invalid manifest:\n  - " + "\n  - ".join(lines)
+
+
+def parse_job(data: Any, where: str, base: Path | None = None) -> DubJob:
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: a manifest must be a mapping, got {type(data).__name__}")
+    try:
+        check_versioned(data, "manifest", where)
+    except SchemaError as exc:
+        raise ManifestError(f"{exc}; add `schema: {schema_tag('manifest')}` as the first line") from None
+    body = {k: v for k, v in data.items() if k != "schema"}
+    try:
+        job = DubJob.model_validate(body)
+    except ValidationError as exc:
+        raise ManifestError(_explain(exc, where)) from None
+    return job.resolved(base) if base is not None else job
+
+
+def load_manifest(path: str | Path) -> DubJob:
+    """Read and validate a YAML or JSON manifest; relative paths resolve against its folder."""
+    p = Path(path)
+    if not p.exists():
+        raise ManifestError(f"{p}: no such manifest file")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ManifestError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
+    return parse_job(data, str(p), base=p.resolve().parent)
+
+
+def write_manifest(path: str | Path, job: DubJob) -> Path:
+    from .schema import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(job.to_manifest(), sort_keys=False), encoding="utf-8")
+    return Path(path)

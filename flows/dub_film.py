@@ -1,0 +1,79 @@
+"""The ``dub-film`` flow: film + dubbed audio in, frame-exact dubbed film, shot list and report out.
+
+Stages: preflight -> dubbed mix -> shots -> lip-sync per shot -> assemble -> report.
+Everything is written to a staging area inside the output location and published
+only when the whole job succeeded; a failed run leaves the output as it was.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from dubcore.manifest import DubJob
+from dubcore.storage import open_storage
+from lipsync.media.probe import probe
+from lipsync.pipeline import build_report, encode_settings
+from tasks.assemble import assemble_task
+from tasks.ingest import mix_audio_task, preflight_task
+from tasks.lipsync import lipsync_shot_task
+from tasks.report import report_task
+from tasks.shots import detect_shots_task
+
+
+def output_name(job: DubJob) -> str:
+    return f"film.dubbed.{job.options.container}"
+
+
+@flow(name="dub-film", log_prints=True, validate_parameters=True)
+def dub_film(job: DubJob) -> dict[str, Any]:
+    """Dub one film.  ``job.output`` is the output location (a folder)."""
+    logger = get_run_logger()
+    if not job.output:
+        raise ValueError("job.output is not set: give the output folder in the manifest or with `dub run --out DIR`")
+    timings: dict[str, float] = {}
+    storage = open_storage(job.output)
+    scratch = Path(tempfile.mkdtemp(prefix="dub-film-"))
+    staging = None
+    try:
+        t0 = time.perf_counter()
+        pre = preflight_task(job, scratch)  # before anything is created at the output
+        timings["preflight"] = time.perf_counter() - t0
+        staging = storage.stage(job.output)
+        root = staging.root
+
+        t0 = time.perf_counter()
+        mix = mix_audio_task(job, pre, root / "audio" / "dub_mix.wav", scratch / "stems")
+        timings["mix"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        shots = detect_shots_task(pre.film, pre.info, job.options, root)
+        timings["shots"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        futures = [lipsync_shot_task.submit(shot, pre.film, root / "shots" / shot.id) for shot in shots]
+        renders = {shot.id: fut.result() for shot, fut in zip(shots, futures)}
+        segments = {sid: Path(r["segment"]) for sid, r in renders.items() if r.get("segment")}
+        timings["lipsync"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        out = root / output_name(job)
+        assemble_task(pre.film, pre.info, shots, segments, mix.path, out, encode_settings(job), job.options.audio_codec)
+        timings["assemble"] = time.perf_counter() - t0
+
+        report = build_report(job, pre, mix, shots, renders, out, probe(out), timings)
+        report_task(report, root, job.output)
+        location = staging.commit()
+        logger.info("published %s", location)
+        return {"output": location, "film": output_name(job), "shots": len(shots), "frame_count": report["output"]["frame_count"]}
+    except BaseException:
+        if staging is not None:
+            staging.abort()
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
