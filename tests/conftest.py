@@ -1,0 +1,50 @@
+"""Shared fixtures: paths to ../shared/data, generated films with known ground truth, an isolated Prefect home."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Isolate Prefect before anything imports it: its own home, a temporary local server.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="dub-film-prefect-")
+os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def shared(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared test data missing: {path} (expected ../shared/data beside the checkout)")
+    return path
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="session")
+def film_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("films")
+
+
+@pytest.fixture(scope="session")
+def three_shot_film(film_dir: Path):
+    """25 fps, 320x240, shots of 30, 25 and 35 frames, with original audio."""
+    from lipsync.media.synth import make_film
+
+    return make_film(film_dir / "three_shots.mp4", [30, 25, 35], fps=Fraction(25))
+
+
+def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
