@@ -142,6 +142,128 @@ def _run_flow(job):  # type: ignore[no-untyped-def]
             task_progress.remove_sink(update)
 
 
+models_app = typer.Typer(help="The model store: list, pull and verify checkpoints.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    from lipsync.store import StoreError
+
+    with _errors():
+        try:
+            yield
+        except StoreError as exc:
+            _fail(str(exc))
+
+
+@models_app.command("list")
+def models_list(
+    store: Optional[Path] = typer.Option(None, help="Model store folder (default $DUB_MODEL_STORE or ~/.cache/dub-film/models)."),
+    as_json: bool = typer.Option(False, "--json", help="Print versioned JSON instead of a table."),
+) -> None:
+    """Every known checkpoint, its license, and whether it is in the store."""
+    from dubcore.schema import versioned
+    from lipsync import store as model_store
+
+    rows = []
+    for entry in model_store.list_entries():
+        path = model_store.path_for(entry, store)
+        rows.append({
+            "name": entry.name,
+            "family": entry.family,
+            "default": model_store.DEFAULTS.get(entry.family) == entry.name,
+            "license": entry.license,
+            "size": entry.size,
+            "sha256": entry.sha256,
+            "present": path.is_file(),
+            "path": str(path),
+        })
+    if as_json:
+        typer.echo(json.dumps(versioned("models", {"models": rows}), indent=2))
+        return
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        typer.echo(f"{mark} {r['name']:<28} {r['family']:<11} {'present' if r['present'] else 'missing':<8} {r['license']}")
+
+
+@models_app.command("pull")
+def models_pull(
+    names: list[str] = typer.Argument(..., help="Entry names (see `dub models list`)."),
+    store: Optional[Path] = typer.Option(None, help="Model store folder."),
+    source: Optional[str] = typer.Option(None, help="Copy from this local file or URL instead of the entry's URL."),
+    allow_unverified: bool = typer.Option(False, help="Accept an entry with no published sha256 (hash recorded on first pull)."),
+    force: bool = typer.Option(False, help="Fetch again even if present and verified."),
+) -> None:
+    """Download (or copy) checkpoints into the store, verifying size and sha256."""
+    from lipsync import store as model_store
+
+    if source and len(names) != 1:
+        _fail("--source takes exactly one entry name")
+    with _store_errors():
+        for name in names:
+            path = model_store.pull(name, store, source=source, allow_unverified=allow_unverified, force=force)
+            typer.echo(f"{name}: {path}")
+
+
+@models_app.command("verify")
+def models_verify(
+    names: Optional[list[str]] = typer.Argument(None, help="Entry names; default: every entry present in the store."),
+    store: Optional[Path] = typer.Option(None, help="Model store folder."),
+) -> None:
+    """Re-hash checkpoints in the store against their recorded sha256."""
+    from lipsync import store as model_store
+
+    with _store_errors():
+        if not names:
+            names = [e.name for e in model_store.list_entries() if model_store.path_for(e, store).is_file()]
+        for name in names:
+            typer.echo(f"{name}: ok ({model_store.verify(name, store)})")
+
+
+@app.command()
+def faces(
+    video: Path = typer.Argument(..., help="The film or clip."),
+    out: Path = typer.Option(..., "--out", "-o", help="faces.json to write."),
+    shots_file: Optional[Path] = typer.Option(None, "--shots", help="shots.json of the film (default: detect shots now)."),
+    weights: str = typer.Option("retinaface_mobilenet0.25", help="Detector weights: a model-store entry or a checkpoint path."),
+    store: Optional[Path] = typer.Option(None, help="Model store folder."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(16, min=1, help="Frames per detector batch."),
+    max_size: int = typer.Option(640, min=32, help="Frames are downscaled so their longer side is at most this for detection."),
+    no_smooth: bool = typer.Option(False, "--no-smooth", help="Keep the raw (tracked, interpolated) boxes."),
+    render: Optional[Path] = typer.Option(None, help="Also write a debug video with the tracks drawn."),
+) -> None:
+    """Detect faces, track them through each shot and smooth them; write faces.json."""
+    from lipsync.faces.detect import build_detector
+    from lipsync.faces.facesfile import write_faces
+    from lipsync.faces.pipeline import FaceTrackingParams, render_tracks, track_film_faces
+    from lipsync.media.probe import probe as probe_media
+    from lipsync.shots import detect_shots, read_shots
+
+    with _store_errors(), _bar("faces") as (progress, _):
+        info = probe_media(video)
+        shot_list = read_shots(shots_file) if shots_file else detect_shots(video, info=info)
+        detector = build_detector("retinaface", weights=weights, store=store, device=device, batch_size=batch_size, max_size=max_size)
+        params = FaceTrackingParams(smooth=not no_smooth)
+        results = track_film_faces(video, shot_list, detector, params, batch_size=batch_size, info=info, progress=progress)
+        tracks = [t for r in results for t in r.tracks]
+        write_faces(
+            out,
+            source=str(video),
+            fps=shot_list.fps,
+            frame_count=shot_list.frame_count,
+            shots=list(shot_list),
+            tracks=tracks,
+            dropped=[d for r in results for d in r.dropped_dicts()],
+            params={"detector": detector.describe(), **params.to_dict()},
+        )
+        if render:
+            render_tracks(video, tracks, render, info=info)
+    for r in results:
+        typer.echo(f"{r.shot_id}: {len(r.tracks)} track(s)" + (f", {len(r.dropped)} dropped" if r.dropped else ""))
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), "--out", "-o", help="Output folder of the demo job."),

@@ -81,6 +81,14 @@ class JobOptions(_Strict):
     vfr_policy: Literal["refuse", "conform"] = Field(
         "refuse", description="Variable-frame-rate film: 'refuse' stops with an error, 'conform' converts it to CFR first."
     )
+    face_weights: str = Field(
+        "retinaface_mobilenet0.25", description="Face detector weights: a model-store entry (`dub models list`) or a checkpoint path."
+    )
+    face_device: str = Field("auto", description="Device of the face detector: auto (CUDA when present), cpu, cuda, cuda:N.")
+    face_batch_size: int = Field(16, ge=1, description="Frames per face-detector batch.")
+    face_max_size: int = Field(640, ge=32, description="Frames are downscaled to this longer side for face detection.")
+    face_min_size: float = Field(32.0, ge=0, description="Face tracks smaller than this (median box height, px) are dropped.")
+    face_min_track_frames: int = Field(8, ge=1, description="Face tracks shorter than this (frames) are dropped.")
     video_codec: str = Field("libx264", description="Encoder of the delivered picture (libx264, libx265, ffv1, prores_ks).")
     crf: int | None = Field(8, description="Quality for x264/x265 (lower is better; 8 keeps every frame above 45 dB PSNR).")
     preset: str | None = Field("medium", description="x264/x265 speed preset.")

@@ -1,6 +1,6 @@
 """The ``dub-film`` flow: film + dubbed audio in, frame-exact dubbed film, shot list and report out.
 
-Stages: preflight -> dubbed mix -> shots -> lip-sync per shot -> assemble -> report.
+Stages: preflight -> dubbed mix -> shots -> faces per shot -> lip-sync per shot -> assemble -> report.
 Everything is written to a staging area inside the output location and published
 only when the whole job succeeded; a failed run leaves the output as it was.
 """
@@ -20,6 +20,7 @@ from dubcore.storage import open_storage
 from lipsync.media.probe import probe
 from lipsync.pipeline import build_report, encode_settings
 from tasks.assemble import assemble_task
+from tasks.faces import faces_shot_task, write_faces_task
 from tasks.ingest import mix_audio_task, preflight_task
 from tasks.lipsync import lipsync_shot_task
 from tasks.report import report_task
@@ -56,6 +57,11 @@ def dub_film(job: DubJob) -> dict[str, Any]:
         timings["shots"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        faces = [faces_shot_task(shot, pre.film, pre.info, job.options) for shot in shots]
+        write_faces_task(pre.film, shots, faces, job.options, root)
+        timings["faces"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
         futures = [lipsync_shot_task.submit(shot, pre.film, root / "shots" / shot.id) for shot in shots]
         renders = {shot.id: fut.result() for shot, fut in zip(shots, futures)}
         segments = {sid: Path(r["segment"]) for sid, r in renders.items() if r.get("segment")}
@@ -67,6 +73,10 @@ def dub_film(job: DubJob) -> dict[str, Any]:
         timings["assemble"] = time.perf_counter() - t0
 
         report = build_report(job, pre, mix, shots, renders, out, probe(out), timings)
+        tracks_by_shot = {r.shot_id: r for r in faces}
+        for entry in report["shots"]:
+            r = tracks_by_shot[entry["id"]]
+            entry["faces"] = {"tracks": [t.id for t in r.tracks], "dropped": r.dropped_dicts()}
         report_task(report, root, job.output)
         location = staging.commit()
         logger.info("published %s", location)

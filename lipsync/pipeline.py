@@ -47,6 +47,9 @@ def preflight(job: DubJob) -> Preflight:
                 f"constant rate. Set options.vfr_policy: conform to convert it, or deliver a CFR master"
             )
         notes.append(f"{film}: variable frame rate; conformed to {format_rate(video.fps)} fps CFR")
+    from . import store as model_store
+
+    model_store.resolve(job.options.face_weights)  # missing or corrupt weights fail here, before any work
     stems: list[Stem] = []
     gains = {f"character:{c.name}": c.gain_db for c in job.dub.characters}
     for role, path in job.dub.files():

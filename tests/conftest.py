@@ -17,6 +17,9 @@ os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+_MODEL_STORE = tempfile.mkdtemp(prefix="dub-film-models-")
+os.environ["DUB_MODEL_STORE"] = _MODEL_STORE
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -46,5 +49,29 @@ def three_shot_film(film_dir: Path):
     return make_film(film_dir / "three_shots.mp4", [30, 25, 35], fps=Fraction(25))
 
 
+MOBILENET = SHARED / "weights" / "retinaface-mobilenet0.25" / "mobilenet0.25_Final.pth"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_store() -> Path:
+    """A model store for the session, holding the real RetinaFace MobileNet-0.25 weights from ../shared/data."""
+    from lipsync import store
+
+    if MOBILENET.exists():
+        store.pull("retinaface_mobilenet0.25", _MODEL_STORE, source=MOBILENET)
+    return Path(_MODEL_STORE)
+
+
+@pytest.fixture(scope="session")
+def face_detector(model_store):
+    """The real RetinaFace MobileNet-0.25 detector on CPU."""
+    if not MOBILENET.exists():
+        pytest.skip(f"RetinaFace weights missing: {MOBILENET}")
+    from lipsync.faces.detect import build_detector
+
+    return build_detector("retinaface", weights="retinaface_mobilenet0.25", store=model_store)
+
+
 def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+    shutil.rmtree(_MODEL_STORE, ignore_errors=True)

@@ -49,7 +49,7 @@ def test_dub_run_end_to_end(job_dir, tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [
-        "audio", "film.dubbed.mp4", "report.json", "shots", "shots.edl", "shots.json", "shots.otio"]
+        "audio", "faces.json", "film.dubbed.mp4", "report.json", "shots", "shots.edl", "shots.json", "shots.otio"]
     assert sorted(p.name for p in (out / "shots").iterdir()) == ["shot-0001", "shot-0002", "shot-0003"]
 
     report = json.loads((out / "report.json").read_text())

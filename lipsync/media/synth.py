@@ -106,3 +106,60 @@ def write_tone(
     with atomic_path(path) as tmp:
         sf.write(str(tmp), data, sample_rate, subtype="FLOAT", format="WAV")
     return Path(path)
+
+
+@dataclass(frozen=True)
+class MovingFace:
+    path: Path
+    fps: Fraction
+    frame_count: int
+    truth: tuple[tuple[float, float, float, float], ...]  # true face box per frame (where it would be, if blanked)
+    blanked: frozenset[int]
+
+
+def make_moving_face(
+    path: str | Path,
+    image: np.ndarray,
+    face_box: tuple[float, float, float, float],
+    *,
+    frames: int = 75,
+    fps: Fraction = Fraction(25),
+    size: tuple[int, int] = (640, 360),
+    scale: tuple[float, float] = (0.45, 0.7),
+    blank: frozenset[int] = frozenset(),
+    seed: int = 0,
+) -> MovingFace:
+    """A shot of ``image`` (a photo with a face at ``face_box``) sliding and growing over a
+    textured background along a known path.  Frames in ``blank`` show the background
+    only (the face is gone).  ``truth[i]`` is the face box in frame ``i``: ``face_box``
+    mapped through the exact scale and offset of that frame (for a blanked frame,
+    where the face would have been)."""
+    import cv2
+
+    from .frames import EncodeSettings, FrameWriter
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    background = cv2.GaussianBlur(rng.integers(60, 200, (h, w, 3), dtype=np.uint8), (0, 0), 6)
+    truth: list[tuple[float, float, float, float]] = []
+    ih, iw = image.shape[:2]
+    with FrameWriter(path, width=w, height=h, fps=fps, pix_fmt="bgr24",
+                     settings=EncodeSettings(crf=16, preset="veryfast", pix_fmt="yuv420p"), expected_frames=frames) as writer:
+        for i in range(frames):
+            t = i / max(1, frames - 1)
+            s = scale[0] + (scale[1] - scale[0]) * t
+            sw, sh = max(1, round(iw * s)), max(1, round(ih * s))
+            ox = round((w - sw) * (0.1 + 0.8 * t))
+            oy = round((h - sh) * (0.5 + 0.4 * np.sin(2 * np.pi * t)) / 1.0) if h > sh else round((h - sh) / 2)
+            frame = background.copy()
+            sx, sy = sw / iw, sh / ih
+            bx1, by1, bx2, by2 = face_box
+            truth.append((ox + bx1 * sx, oy + by1 * sy, ox + bx2 * sx, oy + by2 * sy))
+            if i not in blank:
+                scaled = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+                # Paste with clipping at the frame's edges.
+                x0, y0 = max(ox, 0), max(oy, 0)
+                x1, y1 = min(ox + sw, w), min(oy + sh, h)
+                frame[y0:y1, x0:x1] = scaled[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+            writer.write(frame)
+    return MovingFace(Path(path), fps, frames, tuple(truth), frozenset(blank))

@@ -1,0 +1,645 @@
+"""Model store: the checkpoints dub-film uses, where they live, how they are fetched.
+
+In the style of torchvision's weights API every checkpoint is a frozen
+:class:`WeightsEntry` -- name, family, url, sha256, size, license, file name and a
+``meta`` mapping with everything needed to *use* the file (input normalisation,
+anchors, channels, file format).  :data:`REGISTRY` holds them by name and
+:data:`DEFAULTS` names the default entry of each family.
+
+Files live flat in a *store* directory chosen, in this order, by the ``store``
+argument, the ``DUB_MODEL_STORE`` environment variable, or
+``~/.cache/dub-film/models``.
+
+Contracts:
+
+* :func:`pull` never leaves a half-written file: it downloads (or copies, with
+  ``source=``) into a temporary name in the store directory, checks size and
+  sha256, unpacks archives, and only then ``os.replace``-s the file into place.
+  On any error nothing new is left in the store.
+* Next to every pulled file a stamp ``<filename>.json`` (a versioned
+  ``dub-film/models`` file) records the hash of the stored file, its size and
+  mtime.  :func:`resolve` trusts a file whose stamp still matches its size and
+  mtime ("verified once"), and re-hashes it otherwise.
+* An entry without a recorded sha256 (``meta["sha256_unverified"]``) is only
+  pulled with ``allow_unverified=True``; its hash is then recorded on first use.
+
+The store is local today.  :func:`_open_store` is the single place that turns a
+store argument into a storage object, so an object store (``s3://...``) can be
+plugged in later without touching the callers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Any, Iterator, Mapping
+
+from dubcore.schema import SchemaError, read_json, write_json
+
+ENV_STORE = "DUB_MODEL_STORE"
+DEFAULT_STORE = Path("~/.cache/dub-film/models")
+_CHUNK = 1 << 20
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class StoreError(Exception):
+    """Base class of the model store's errors."""
+
+
+class UnknownWeightsError(StoreError, KeyError):
+    """A name that is not in :data:`REGISTRY`."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingWeightsError(StoreError, FileNotFoundError):
+    """The file of an entry is not in the store (or was never verified there)."""
+
+
+class ChecksumError(StoreError, ValueError):
+    """A file's sha256 or size is not the one recorded."""
+
+
+class UnverifiedWeightsError(StoreError, ValueError):
+    """Pulling an entry that has no recorded sha256 without ``allow_unverified=True``."""
+
+
+# --------------------------------------------------------------------------- entries
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One published checkpoint.
+
+    ``sha256`` and ``size`` describe the artefact at ``url`` as published (for an
+    archive: the archive).  ``filename`` is the name of the file kept in the store
+    (for an archive: the unpacked ``meta["archive_member"]``).  ``sha256`` is None
+    only together with ``meta["sha256_unverified"] = True``.
+    """
+
+    name: str
+    family: str
+    url: str
+    sha256: str | None
+    size: int | None
+    license: str
+    filename: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+        if self.sha256 is None and not self.meta.get("sha256_unverified"):
+            raise ValueError(f"weights entry {self.name!r}: sha256 is None but meta['sha256_unverified'] is not set")
+        if self.sha256 is not None and (len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256)):
+            raise ValueError(f"weights entry {self.name!r}: sha256 {self.sha256!r} is not 64 lowercase hex digits")
+
+    @property
+    def archive(self) -> str | None:
+        """``"zip"`` when the published artefact is an archive to unpack, else None."""
+        return self.meta.get("archive")
+
+    @property
+    def verified(self) -> bool:
+        """True when the entry carries a sha256 to check downloads against."""
+        return self.sha256 is not None
+
+
+#: Meta keys every entry of a family must carry (a test checks them).
+REQUIRED_META: dict[str, tuple[str, ...]] = {
+    "retinaface": (
+        "format",
+        "backbone",
+        "return_layers",
+        "in_channel",
+        "out_channel",
+        "num_anchors",
+        "leaky",
+        "color_order",
+        "mean",
+        "std",
+        "min_sizes",
+        "steps",
+        "variance",
+        "clip",
+        "source",
+    ),
+    "light_asd": (
+        "format",
+        "state_dict_prefixes",
+        "face_size",
+        "face_color",
+        "audio_features",
+        "mfcc_dims",
+        "audio_rate_hz",
+        "video_fps",
+        "trained_on",
+        "source",
+    ),
+}
+
+_RETINAFACE_MNET_META: dict[str, Any] = {
+    "format": "torch-legacy-pickle state_dict (keys may carry a 'module.' prefix)",
+    "backbone": "mobilenet0.25",
+    "return_layers": {"stage1": 1, "stage2": 2, "stage3": 3},
+    "in_channel": 32,
+    "out_channel": 64,
+    "num_anchors": 2,
+    # Face-Detector-1MB-with-landmark's models/net.py uses plain ReLU everywhere
+    # (Pytorch_Retinaface's mnet uses LeakyReLU 0.1; these weights were not trained with it).
+    "leaky": 0.0,
+    "color_order": "BGR",
+    "mean": (104.0, 117.0, 123.0),
+    "std": (1.0, 1.0, 1.0),
+    # This repo's cfg_mnet anchors, NOT Pytorch_Retinaface's [[16,32],[64,128],[256,512]].
+    "min_sizes": ((10, 20), (32, 64), (128, 256)),
+    "steps": (8, 16, 32),
+    "variance": (0.1, 0.2),
+    "clip": False,
+    "parameters": 426_608,
+    "state_dict_numel": 433_343,  # parameters + BatchNorm buffers
+    "tensors": 300,
+    "source": "github:biubug6/Face-Detector-1MB-with-landmark@2b075657aef954b9426f938ac7fce100b6910fe6 "
+    "weights/mobilenet0.25_Final.pth, config data/config.py cfg_mnet",
+}
+
+_RETINAFACE_R50_META: dict[str, Any] = {
+    "format": "zip archive holding one torch state_dict file (torch.utils.model_zoo.load_url layout)",
+    "archive": "zip",
+    "archive_member": "retinaface_resnet50_2020-07-20.pth",
+    "sha256_unverified": True,
+    # The URL's file name follows torch.hub's '<name>-<sha256 prefix>.<ext>' convention;
+    # recorded for information only, never enforced (nobody published the full hash).
+    "url_hash_prefix": "f168fae3c",
+    "approx_size": "about 97 MB (reported by users; exact size unpublished)",
+    "backbone": "resnet50",
+    "return_layers": {"layer2": 1, "layer3": 2, "layer4": 3},
+    "in_channel": 256,
+    "out_channel": 256,
+    "num_anchors": 2,
+    "leaky": 0.0,
+    # ternaus feeds RGB through albumentations A.Normalize() (ImageNet mean/std on 0..255).
+    "color_order": "RGB",
+    "mean": (123.675, 116.28, 103.53),
+    "std": (58.395, 57.12, 57.375),
+    "min_sizes": ((16, 32), (64, 128), (256, 512)),
+    "steps": (8, 16, 32),
+    "variance": (0.1, 0.2),
+    "clip": False,
+    "source": "github:ternaus/retinaface release 0.01 (retinaface/pre_trained_models.py 'resnet50_2020-07-20', "
+    "retinaface/predict_single.py)",
+}
+
+_LIGHT_ASD_META: dict[str, Any] = {
+    "format": "torch zip state_dict",
+    "state_dict_prefixes": ("model.", "lossAV."),
+    "params": "about 1.0 M",
+    "face_size": (112, 112),
+    "face_color": "gray",
+    "audio_features": "mfcc",
+    "mfcc_dims": 13,
+    "audio_rate_hz": 100,
+    "video_fps": 25,
+}
+
+_LIGHT_ASD_URL = "https://github.com/Junhua-Liao/Light-ASD/raw/ed38c232de5efe0261dbd68627c0ade7cdfe14eb/weight/"
+_LIGHT_ASD_SOURCE = "github:Junhua-Liao/Light-ASD@ed38c232de5efe0261dbd68627c0ade7cdfe14eb weight/"
+
+#: Every known checkpoint, by name.
+REGISTRY: dict[str, WeightsEntry] = {
+    e.name: e
+    for e in (
+        WeightsEntry(
+            name="retinaface_mobilenet0.25",
+            family="retinaface",
+            url="https://github.com/biubug6/Face-Detector-1MB-with-landmark/raw/"
+            "2b075657aef954b9426f938ac7fce100b6910fe6/weights/mobilenet0.25_Final.pth",
+            sha256="ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1",
+            size=1_789_735,
+            license="MIT",
+            filename="mobilenet0.25_Final.pth",
+            meta=_RETINAFACE_MNET_META,
+        ),
+        WeightsEntry(
+            name="retinaface_resnet50",
+            family="retinaface",
+            url="https://github.com/ternaus/retinaface/releases/download/0.01/"
+            "retinaface_resnet50_2020-07-20-f168fae3c.zip",
+            sha256=None,
+            size=None,
+            license="MIT",
+            filename="retinaface_resnet50_2020-07-20.pth",
+            meta=_RETINAFACE_R50_META,
+        ),
+        WeightsEntry(
+            name="light_asd",
+            family="light_asd",
+            url=_LIGHT_ASD_URL + "pretrain_AVA_CVPR.model",
+            sha256="d44bc3ea7baa8e0946fa3921311714a630ed8b90a1928fab0dbe30d918909317",
+            size=4_175_289,
+            license="MIT",
+            filename="pretrain_AVA_CVPR.model",
+            meta={
+                **_LIGHT_ASD_META,
+                "trained_on": "AVA-ActiveSpeaker",
+                "source": _LIGHT_ASD_SOURCE + "pretrain_AVA_CVPR.model",
+            },
+        ),
+        WeightsEntry(
+            name="light_asd_talkset",
+            family="light_asd",
+            url=_LIGHT_ASD_URL + "finetuning_TalkSet.model",
+            sha256="efc375833887eefa9d209dc92810e18519b04c3c73ea35a549f2a7f40b7d94d5",
+            size=4_175_289,
+            license="MIT",
+            filename="finetuning_TalkSet.model",
+            meta={
+                **_LIGHT_ASD_META,
+                "trained_on": "AVA-ActiveSpeaker, fine-tuned on TalkSet",
+                "source": _LIGHT_ASD_SOURCE + "finetuning_TalkSet.model",
+            },
+        ),
+    )
+}
+
+#: The default entry of each family.
+DEFAULTS: dict[str, str] = {
+    "retinaface": "retinaface_mobilenet0.25",
+    "light_asd": "light_asd",
+}
+
+
+def list_entries(family: str | None = None) -> list[WeightsEntry]:
+    """All registry entries (of ``family`` when given), sorted by name."""
+    return sorted((e for e in REGISTRY.values() if family is None or e.family == family), key=lambda e: e.name)
+
+
+def get_entry(name: str) -> WeightsEntry:
+    """The entry called ``name``; :class:`UnknownWeightsError` names the known ones."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownWeightsError(
+            f"unknown model weights {name!r}; known: {', '.join(sorted(REGISTRY))} (see `dub models list`)"
+        ) from None
+
+
+def default_entry(family: str) -> WeightsEntry:
+    """The default entry of ``family``."""
+    try:
+        return get_entry(DEFAULTS[family])
+    except KeyError:
+        raise UnknownWeightsError(f"no default weights for family {family!r}; families: {', '.join(sorted(DEFAULTS))}") from None
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@dataclass(frozen=True)
+class LocalStore:
+    """A flat directory of model files -- the only storage kind for now."""
+
+    root: Path
+
+    def path(self, filename: str) -> Path:
+        """Where ``filename`` lives in this store."""
+        return self.root / filename
+
+    @contextmanager
+    def temporary(self, filename: str) -> Iterator[Path]:
+        """Yield a fresh temporary path beside ``filename``; it is always removed afterwards
+        (move it into place with ``os.replace`` inside the block to keep it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".partial", dir=self.root)
+        os.close(fd)
+        path = Path(tmp)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _open_store(store: str | os.PathLike[str] | LocalStore | None) -> LocalStore:
+    """Turn a store argument into a storage object.
+
+    None means ``$DUB_MODEL_STORE``, else ``~/.cache/dub-film/models``.  Local
+    directories (or ``file://`` URLs) only for now; any other scheme is refused
+    with a :class:`ValueError` that says what to do.  This is the hook where an
+    object store will be plugged in.
+    """
+    if isinstance(store, LocalStore):
+        return store
+    if store is None:
+        store = os.environ.get(ENV_STORE) or DEFAULT_STORE
+    text = os.fspath(store)
+    if text.startswith("file://"):
+        return LocalStore(Path(urllib.request.url2pathname(urllib.parse.urlsplit(text).path)).expanduser())
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise ValueError(
+            f"model store {text!r}: {scheme}:// stores are not supported yet; "
+            f"use a local directory (pass --store /path or set {ENV_STORE}=/path)"
+        )
+    return LocalStore(Path(text).expanduser())
+
+
+def store_root(store: str | os.PathLike[str] | None = None) -> Path:
+    """The directory the store argument resolves to (it need not exist)."""
+    return _open_store(store).root
+
+
+def path_for(entry: WeightsEntry | str, store: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``entry``'s file lives (or would live) in ``store``."""
+    e = get_entry(entry) if isinstance(entry, str) else entry
+    return _open_store(store).path(e.filename)
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy_hashing(src: IO[bytes], dst_path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with open(dst_path, "wb") as dst:
+        for chunk in iter(lambda: src.read(_CHUNK), b""):
+            h.update(chunk)
+            dst.write(chunk)
+            n += len(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    return h.hexdigest(), n
+
+
+def _open_source(source: str | os.PathLike[str]) -> IO[bytes]:
+    """Open a local path, ``file://`` URL or http(s) URL for reading bytes."""
+    text = os.fspath(source)
+    if "://" in text:
+        return urllib.request.urlopen(text, timeout=60)  # noqa: S310 - https/file URLs from the registry or the user
+    return open(Path(text).expanduser(), "rb")
+
+
+def _unpack(archive: Path, entry: WeightsEntry, dst: Path, where: str) -> tuple[str, int]:
+    """Extract ``meta['archive_member']`` (or the only file) of the zip ``archive`` into ``dst``."""
+    member = entry.meta.get("archive_member")
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            files = [i for i in zf.infolist() if not i.is_dir()]
+            match = [i for i in files if i.filename == member or Path(i.filename).name == member] if member else files
+            if len(match) != 1:
+                raise ChecksumError(
+                    f"{entry.name}: archive {where} holds {[i.filename for i in files]}; expected exactly one "
+                    f"{member or 'file'} -- not the published archive, or the release changed (see {entry.url})"
+                )
+            with zf.open(match[0]) as src:
+                return _copy_hashing(src, dst)
+    except zipfile.BadZipFile as exc:
+        raise ChecksumError(f"{entry.name}: {where} is not a readable zip archive ({exc}); pull it again") from exc
+
+
+# --------------------------------------------------------------------------- pull / verify / resolve
+
+
+def _write_stamp(path: Path, entry: WeightsEntry, sha256: str, *, verified: bool, extra: Mapping[str, Any]) -> None:
+    st = path.stat()
+    payload = {
+        "entry": entry.name,
+        "family": entry.family,
+        "url": entry.url,
+        "filename": entry.filename,
+        "sha256": sha256,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "verified": verified,
+        "stamped_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+    try:
+        write_json(_stamp_path(path), "models", payload)
+    except OSError:
+        pass  # read-only store: resolve() will simply re-hash each time
+
+
+def _read_stamp(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(_stamp_path(path), "models")
+    except (OSError, SchemaError, ValueError):
+        return None
+
+
+def _stamp_is_fresh(stamp: Mapping[str, Any] | None, path: Path, entry: WeightsEntry) -> bool:
+    """True when the stamp belongs to ``entry`` as registered now and the file is unchanged since."""
+    if not stamp or stamp.get("entry") != entry.name:
+        return False
+    if entry.sha256 is not None:
+        recorded = stamp.get("sha256") if entry.archive is None else stamp.get("download_sha256")
+        if recorded != entry.sha256:
+            return False
+    st = path.stat()
+    return stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns
+
+
+def pull(
+    name: str,
+    store: str | os.PathLike[str] | None = None,
+    *,
+    source: str | os.PathLike[str] | None = None,
+    allow_unverified: bool = False,
+    force: bool = False,
+) -> Path:
+    """Fetch entry ``name`` into ``store`` and return the stored file's path.
+
+    ``source`` (a local path or ``file://``/``https://`` URL) replaces the entry's
+    URL, e.g. to copy a file fetched elsewhere.  The download lands in a temporary
+    name beside the target, is checked against the entry's size and sha256
+    (:class:`ChecksumError` otherwise), unpacked if it is an archive, then moved
+    into place with ``os.replace``; on any failure nothing is left behind.  A file
+    already present and verified is kept unless ``force``.  Entries without a
+    sha256 need ``allow_unverified=True`` (:class:`UnverifiedWeightsError`).
+    """
+    entry = get_entry(name)
+    if entry.sha256 is None and not allow_unverified:
+        raise UnverifiedWeightsError(
+            f"{entry.name}: no sha256 is recorded for {entry.url}, so a download cannot be checked. "
+            f"To fetch it anyway and trust the file on first use, run "
+            f"`dub models pull {entry.name} --allow-unverified` (Python: pull({entry.name!r}, allow_unverified=True))"
+        )
+    st = _open_store(store)
+    final = st.path(entry.filename)
+    if final.exists() and not force:
+        try:
+            return verify(entry.name, st)
+        except (ChecksumError, MissingWeightsError):
+            pass  # stale or unstamped: fetch again
+    src = source if source is not None else entry.url
+    where = os.fspath(src)
+    with st.temporary(entry.filename) as download:
+        try:
+            with _open_source(src) as fh:
+                got_sha, got_size = _copy_hashing(fh, download)
+        except OSError as exc:
+            raise MissingWeightsError(
+                f"{entry.name}: cannot read {where} ({exc}); on a machine without internet, fetch the file "
+                f"elsewhere and run `dub models pull {entry.name} --source /path/to/{Path(entry.url).name}`"
+            ) from exc
+        if entry.size is not None and got_size != entry.size:
+            raise ChecksumError(
+                f"{entry.name}: {where} is {got_size} bytes, expected {entry.size} "
+                f"(sha256 {got_sha}, expected {entry.sha256}); it is truncated or the wrong file; nothing was written to the store"
+            )
+        if entry.sha256 is not None and got_sha != entry.sha256:
+            raise ChecksumError(
+                f"{entry.name}: {where} has sha256 {got_sha}, expected {entry.sha256}; "
+                f"it is corrupt or not the published file ({entry.url}); nothing was written to the store"
+            )
+        extra: dict[str, Any] = {"source": where, "download_sha256": got_sha, "download_size": got_size}
+        prefix = entry.meta.get("url_hash_prefix")
+        if prefix:
+            extra["url_hash_prefix_match"] = got_sha.startswith(prefix)
+        if entry.archive == "zip":
+            with st.temporary(entry.filename) as unpacked:
+                file_sha, _ = _unpack(download, entry, unpacked, where)
+                os.replace(unpacked, final)
+        elif entry.archive is None:
+            file_sha = got_sha
+            os.replace(download, final)
+        else:
+            raise ValueError(f"{entry.name}: unknown archive kind {entry.archive!r} in the registry")
+    _write_stamp(final, entry, file_sha, verified=entry.verified, extra=extra)
+    return final
+
+
+def verify(name: str, store: str | os.PathLike[str] | None = None) -> Path:
+    """Re-hash entry ``name``'s file in ``store``; return its path or raise.
+
+    The expected hash is the entry's sha256 for plain files; for archives and
+    unverified entries it is the hash recorded in the stamp when the file was
+    pulled.  :class:`MissingWeightsError` when the file (or, where needed, its
+    stamp) is missing; :class:`ChecksumError` when the hash differs.  A passing
+    check refreshes the stamp.
+    """
+    entry = get_entry(name)
+    st = _open_store(store)
+    path = st.path(entry.filename)
+    if not path.is_file():
+        raise _missing(entry, path)
+    stamp = _read_stamp(path)
+    if entry.archive is None and entry.sha256 is not None:
+        expected = entry.sha256
+    elif stamp and stamp.get("entry") == entry.name and stamp.get("sha256"):
+        if entry.sha256 is not None and stamp.get("download_sha256") != entry.sha256:
+            raise ChecksumError(
+                f"{entry.name}: {path} was unpacked from a download with sha256 {stamp.get('download_sha256')}, "
+                f"expected {entry.sha256}; run `dub models pull {entry.name} --force`"
+            )
+        expected = str(stamp["sha256"])
+    else:
+        raise MissingWeightsError(
+            f"{entry.name}: {path} is present but was not pulled through dub-film (no stamp {_stamp_path(path)}), "
+            f"so it cannot be checked; run `dub models pull {entry.name} --force`, or pass the file's path instead "
+            f"of the entry name to use it unchecked"
+        )
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ChecksumError(
+            f"{entry.name}: {path} has sha256 {actual}, expected {expected}; the file is corrupt or was replaced "
+            f"-- run `dub models pull {entry.name} --force`"
+        )
+    keep = {k: v for k, v in (stamp or {}).items() if k in ("source", "download_sha256", "download_size", "url_hash_prefix_match")}
+    verified = entry.verified if stamp is None else bool(stamp.get("verified", entry.verified))
+    _write_stamp(path, entry, actual, verified=verified, extra=keep)
+    return path
+
+
+def _missing(entry: WeightsEntry, path: Path) -> MissingWeightsError:
+    return MissingWeightsError(
+        f"model weights {entry.name!r} ({entry.family}, {entry.license}) are not in the model store: "
+        f"expected {path}. Fetch them with `dub models pull {entry.name}` "
+        f"(store {path.parent}; choose another with --store or {ENV_STORE})"
+    )
+
+
+def resolve(name_or_path: str | os.PathLike[str], store: str | os.PathLike[str] | None = None) -> Path:
+    """Path of a present, verified file for a registry name, or of an existing file path.
+
+    A registry name must be in the store (:class:`MissingWeightsError` naming the
+    entry, the expected path and ``dub models pull <name>``) and match its hash:
+    a fresh stamp (same size and mtime as when last hashed) counts as verified,
+    otherwise the file is re-hashed (:class:`ChecksumError` on mismatch).  A path
+    is returned as is, unchecked -- the caller chose that file.
+    """
+    text = os.fspath(name_or_path)
+    if text in REGISTRY:
+        entry = REGISTRY[text]
+        path = _open_store(store).path(entry.filename)
+        if not path.is_file():
+            raise _missing(entry, path)
+        if _stamp_is_fresh(_read_stamp(path), path, entry):
+            return path
+        return verify(entry.name, store)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    raise UnknownWeightsError(
+        f"{text!r} is neither a known model ({', '.join(sorted(REGISTRY))}) nor an existing file"
+    )
+
+
+def entry_for(name_or_path: str | os.PathLike[str], family: str) -> WeightsEntry:
+    """The registry entry describing ``name_or_path``: by name, else by file name, else ``family``'s default."""
+    text = os.fspath(name_or_path)
+    if text in REGISTRY:
+        return REGISTRY[text]
+    base = Path(text).name
+    for e in list_entries(family):
+        if e.filename == base:
+            return e
+    return default_entry(family)
+
+
+__all__ = [
+    "ChecksumError",
+    "DEFAULTS",
+    "ENV_STORE",
+    "LocalStore",
+    "MissingWeightsError",
+    "REGISTRY",
+    "REQUIRED_META",
+    "StoreError",
+    "UnknownWeightsError",
+    "UnverifiedWeightsError",
+    "WeightsEntry",
+    "default_entry",
+    "entry_for",
+    "get_entry",
+    "list_entries",
+    "path_for",
+    "pull",
+    "resolve",
+    "sha256_file",
+    "store_root",
+    "verify",
+]
