@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,6 +132,9 @@ def run(
 
 
 def _run_flow(job):  # type: ignore[no-untyped-def]
+    # A studio network is closed: no telemetry; a loaded machine may need time to start the local server.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.dub_film import dub_film
     from tasks import progress as task_progress
 

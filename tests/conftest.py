@@ -16,6 +16,7 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="dub-film-prefect-")
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 _MODEL_STORE = tempfile.mkdtemp(prefix="dub-film-models-")
 os.environ["DUB_MODEL_STORE"] = _MODEL_STORE
