@@ -89,6 +89,15 @@ class JobOptions(_Strict):
     face_max_size: int = Field(640, ge=32, description="Frames are downscaled to this longer side for face detection.")
     face_min_size: float = Field(32.0, ge=0, description="Face tracks smaller than this (median box height, px) are dropped.")
     face_min_track_frames: int = Field(8, ge=1, description="Face tracks shorter than this (frames) are dropped.")
+    lipsync_checkpoint: str | None = Field(
+        None,
+        description="Wav2Lip weights (model-store entry such as wav2lip_gan, or a path). Unset: shots pass through unchanged.",
+    )
+    lipsync_device: str = Field("auto", description="Device of the lip-sync workers: auto, cpu, cuda, cuda:N.")
+    lipsync_batch_size: int | None = Field(None, ge=1, description="Faces per generator batch; unset: automatic.")
+    lipsync_backend: Literal["auto", "ray", "local"] = Field(
+        "auto", description="Where shots render: ray (one worker per GPU; DUB_RAY_ADDRESS picks a cluster), local (this process), auto (ray if installed)."
+    )
     video_codec: str = Field("libx264", description="Encoder of the delivered picture (libx264, libx265, ffv1, prores_ks).")
     crf: int | None = Field(8, description="Quality for x264/x265 (lower is better; 8 keeps every frame above 45 dB PSNR).")
     preset: str | None = Field("medium", description="x264/x265 speed preset.")

@@ -21,14 +21,40 @@ from lipsync.media.probe import probe
 from lipsync.pipeline import build_report, encode_settings
 from tasks.assemble import assemble_task
 from tasks.faces import faces_shot_task, write_faces_task
-from tasks.ingest import mix_audio_task, preflight_task
-from tasks.lipsync import lipsync_shot_task
+from tasks.ingest import dialogue_task, mix_audio_task, preflight_task
+from tasks.lipsync import lipsync_shots_task, passthrough_task
 from tasks.report import report_task
 from tasks.shots import detect_shots_task
 
 
 def output_name(job: DubJob) -> str:
     return f"film.dubbed.{job.options.container}"
+
+
+def lipsync_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Shots with face tracks go to the Wav2Lip workers; the others (or all, without a checkpoint) pass through.
+
+    Until speaker matching lands, every face track of a shot is driven by the dub's
+    dialogue."""
+    renders: dict[str, dict[str, Any]] = {}
+    if not job.options.lipsync_checkpoint:
+        for shot in shots:
+            renders[shot.id] = passthrough_task(shot, root / "shots" / shot.id, "lip-sync not requested (options.lipsync_checkpoint is unset)")
+        return renders
+    from lipsync.render import ShotJob
+
+    video = pre.info.require_video()
+    dialogue = dialogue_task(job, pre, scratch / "dialogue_16k.wav", scratch / "dialogue_stems")
+    jobs = []
+    for shot, tracking in zip(shots, faces):
+        if not tracking.tracks:
+            renders[shot.id] = passthrough_task(shot, root / "shots" / shot.id, "no face to lip-sync in this shot")
+            continue
+        (root / "shots" / shot.id).mkdir(parents=True, exist_ok=True)
+        jobs.append(ShotJob(str(pre.film), video.fps, shot.frames, tracking.tracks, str(dialogue.path),
+                            str(root / "shots" / shot.id / "segment.mkv"), shot_id=shot.id))
+    renders.update(lipsync_shots_task(jobs, {s.id: s for s in shots}, job.options, root / "shots"))
+    return renders
 
 
 @flow(name="dub-film", log_prints=True, validate_parameters=True)
@@ -62,8 +88,7 @@ def dub_film(job: DubJob) -> dict[str, Any]:
         timings["faces"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        futures = [lipsync_shot_task.submit(shot, pre.film, root / "shots" / shot.id) for shot in shots]
-        renders = {shot.id: fut.result() for shot, fut in zip(shots, futures)}
+        renders = lipsync_stage(job, pre, shots, faces, root, scratch)
         segments = {sid: Path(r["segment"]) for sid, r in renders.items() if r.get("segment")}
         timings["lipsync"] = time.perf_counter() - t0
 

@@ -50,6 +50,8 @@ def preflight(job: DubJob) -> Preflight:
     from . import store as model_store
 
     model_store.resolve(job.options.face_weights)  # missing or corrupt weights fail here, before any work
+    if job.options.lipsync_checkpoint:
+        model_store.resolve(job.options.lipsync_checkpoint)
     stems: list[Stem] = []
     gains = {f"character:{c.name}": c.gain_db for c in job.dub.characters}
     for role, path in job.dub.files():
@@ -85,6 +87,23 @@ def prepare_audio(job: DubJob, pre: Preflight, dst: Path, workdir: Path) -> MixR
         frame_count=video.frame_count,
         fps=video.fps,
         sample_rate=job.options.audio_sample_rate,
+        length_policy=job.options.audio_length_policy,
+        workdir=workdir,
+    )
+
+
+def prepare_dialogue(job: DubJob, pre: Preflight, dst: Path, workdir: Path, sample_rate: int) -> MixResult:
+    """The dub's dialogue alone (no M&E) at the lip-sync model's rate, as long as the picture.
+
+    With a finished full mix only, that mix is used (music and effects included)."""
+    video = pre.info.require_video()
+    dialogue = [s for s in pre.stems if s.role != "me"]
+    return mix_stems(
+        dialogue,
+        dst,
+        frame_count=video.frame_count,
+        fps=video.fps,
+        sample_rate=sample_rate,
         length_policy=job.options.audio_length_policy,
         workdir=workdir,
     )

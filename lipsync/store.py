@@ -147,6 +147,15 @@ REQUIRED_META: dict[str, tuple[str, ...]] = {
         "trained_on",
         "source",
     ),
+    "wav2lip": (
+        "format",
+        "face_size",
+        "mel_step",
+        "sample_rate",
+        "fps_reference",
+        "params",
+        "source",
+    ),
 }
 
 _RETINAFACE_MNET_META: dict[str, Any] = {
@@ -216,6 +225,37 @@ _LIGHT_ASD_META: dict[str, Any] = {
 _LIGHT_ASD_URL = "https://github.com/Junhua-Liao/Light-ASD/raw/ed38c232de5efe0261dbd68627c0ade7cdfe14eb/weight/"
 _LIGHT_ASD_SOURCE = "github:Junhua-Liao/Light-ASD@ed38c232de5efe0261dbd68627c0ade7cdfe14eb weight/"
 
+# Wav2Lip: the authors' README links (IIIT OneDrive/SharePoint, later Google Drive) need a browser
+# and have been revoked and replaced more than once (Rudrabha/Wav2Lip#739, #752), so the URLs are the
+# Hugging Face mirror most cited for direct download.  Nobody publishes a sha256 or exact size: the
+# hash is recorded on first pull (allow_unverified=True).  The files are the authors' training
+# checkpoints: {"state_dict" (keys "module."-prefixed or not), "optimizer", "global_step",
+# "global_epoch"}, so about 3x the 145 MB of generator weights.
+_WAV2LIP_HF = "https://huggingface.co/numz/wav2lip_studio/resolve/main/Wav2lip/"
+_WAV2LIP_META: dict[str, Any] = {
+    "format": "state_dict",
+    "checkpoint_layout": "torch pickle {'state_dict', 'optimizer', 'global_step', 'global_epoch'}; "
+    "keys may carry a 'module.' prefix (lipsync.models.wav2lip.load_wav2lip also reads TorchScript exports)",
+    "sha256_unverified": True,
+    "approx_size": "about 416 MB (reported by users; exact size unpublished)",
+    "face_size": 96,
+    "mask_row": 48,
+    "color_order": "BGR",
+    "value_range": (0.0, 1.0),
+    "mel_step": 16,
+    "n_mels": 80,
+    "hop_length": 200,
+    "sample_rate": 16000,
+    "fps_reference": 25,
+    "params": 36_298_035,
+    "state_dict_keys": 352,
+    "trained_on": "LRS2",
+}
+_WAV2LIP_SOURCE = (
+    "github:Rudrabha/Wav2Lip README 'Getting the weights' (models/wav2lip.py, audio.py, hparams.py); "
+    "mirrored at huggingface.co/numz/wav2lip_studio Wav2lip/"
+)
+
 #: Every known checkpoint, by name.
 REGISTRY: dict[str, WeightsEntry] = {
     e.name: e
@@ -270,6 +310,40 @@ REGISTRY: dict[str, WeightsEntry] = {
                 "source": _LIGHT_ASD_SOURCE + "finetuning_TalkSet.model",
             },
         ),
+        WeightsEntry(
+            name="wav2lip",
+            family="wav2lip",
+            url=_WAV2LIP_HF + "wav2lip.pth",
+            sha256=None,
+            size=None,
+            license="non-commercial research only (Wav2Lip, Rudrabha/Wav2Lip)",
+            filename="wav2lip.pth",
+            meta={
+                **_WAV2LIP_META,
+                "variant": "generator trained with the lip-sync expert only: most accurate sync, blurrier mouth",
+                "source": _WAV2LIP_SOURCE + "wav2lip.pth",
+                "mirrors": ("https://github.com/justinjohn0306/Wav2Lip/releases/download/models/wav2lip.pth",),
+            },
+        ),
+        WeightsEntry(
+            name="wav2lip_gan",
+            family="wav2lip",
+            url=_WAV2LIP_HF + "wav2lip_gan.pth",
+            sha256=None,
+            size=None,
+            license="non-commercial research only (Wav2Lip, Rudrabha/Wav2Lip)",
+            filename="wav2lip_gan.pth",
+            meta={
+                **_WAV2LIP_META,
+                "variant": "generator trained with the lip-sync expert and the visual quality discriminator: "
+                "sharper mouth, slightly weaker sync",
+                "source": _WAV2LIP_SOURCE + "wav2lip_gan.pth",
+                "mirrors": (
+                    "https://github.com/justinjohn0306/Wav2Lip/releases/download/models/wav2lip_gan.pth",
+                    "https://huggingface.co/camenduru/Wav2Lip/resolve/main/checkpoints/wav2lip_gan.pth",
+                ),
+            },
+        ),
     )
 }
 
@@ -277,6 +351,8 @@ REGISTRY: dict[str, WeightsEntry] = {
 DEFAULTS: dict[str, str] = {
     "retinaface": "retinaface_mobilenet0.25",
     "light_asd": "light_asd",
+    # GAN variant: film dubbing is judged on picture quality first, and its sync is close to wav2lip's.
+    "wav2lip": "wav2lip_gan",
 }
 
 

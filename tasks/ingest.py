@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from dubcore.manifest import DubJob
 from lipsync.media.audio import MixResult
 from lipsync.media.probe import probe
-from lipsync.pipeline import Preflight, conform_vfr, preflight, prepare_audio
+from lipsync.pipeline import Preflight, conform_vfr, preflight, prepare_audio, prepare_dialogue
 
 
 @task(name="preflight", cache_policy=NO_CACHE)
@@ -40,3 +40,11 @@ def mix_audio_task(job: DubJob, pre: Preflight, dst: Path, workdir: Path) -> Mix
         logger.info(note)
     logger.info("dub mix: %d samples, %d Hz, %d channel(s)", mix.samples, mix.sample_rate, mix.channels)
     return mix
+
+
+@task(name="dialogue-16k", cache_policy=NO_CACHE)
+def dialogue_task(job: DubJob, pre: Preflight, dst: Path, workdir: Path) -> MixResult:
+    """The dub's dialogue alone at the lip-sync model's sample rate, as long as the picture."""
+    from lipsync.models.wav2lip import Wav2Lip
+
+    return prepare_dialogue(job, pre, dst, workdir, Wav2Lip.contract.sample_rate)

@@ -156,3 +156,39 @@ def test_mismatched_sample_rates_are_resampled_and_logged(job_dir, tmp_path):
     assert any("resampled from 44100 Hz to 48000 Hz" in note for note in report["notes"])
     assert report["dub"]["mix"]["sample_rate"] == 48000
     assert probe(out / "film.dubbed.mp4").audio[0].sample_rate == 48000
+
+
+def test_dub_run_with_lipsync_renders_shots_with_faces(tmp_path):
+    """A face shot and a faceless shot; random Wav2Lip weights in the published format; local workers."""
+    import torch
+
+    from conftest import shared
+    from lipsync.models.wav2lip import Wav2Lip
+
+    grid = shared("grid-talking-faces", "bbaf2n.mpg")
+    film = tmp_path / "film.mp4"
+    graph = ("[0:v]setpts=PTS-STARTPTS,format=yuv420p[a];color=c=0x336699:s=360x288:r=25,trim=end_frame=40,format=yuv420p[b];"
+             "[a][b]concat=n=2:v=1:a=0[v]")
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(grid), "-filter_complex", graph, "-map", "[v]",
+                    "-c:v", "libx264", "-crf", "16", "-r", "25", str(film)], check=True)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "wav2lip.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in Wav2Lip().state_dict().items()}}, ckpt)
+    m = tmp_path / "job.yaml"
+    m.write_text(yaml.safe_dump({
+        "schema": "dub-film/manifest@1", "film": "film.mp4",
+        "dub": {"dialogue": str(shared("grid-talking-faces", "lwbsza.mpg"))},
+        "options": {"lipsync_checkpoint": str(ckpt), "lipsync_backend": "local", "lipsync_device": "cpu",
+                    "audio_length_policy": "pad"},
+    }))
+    out = tmp_path / "out"
+    result = _run_in_process(m, out)
+    assert result.exit_code == 0, result.output[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    shots = report["shots"]
+    assert [s["frames"] for s in shots] == [[0, 75], [75, 115]]
+    assert shots[0]["status"] == "rendered" and shots[0]["tracks"][0]["synthesized"] == 75
+    assert shots[1]["status"] == "unchanged" and "no face" in shots[1]["reason"]
+    assert report["summary"]["rendered"] == 1
+    assert probe(out / "film.dubbed.mp4").require_video().frame_count == 115
+    assert (out / "shots" / "shot-0001" / "segment.mkv").exists()

@@ -1,0 +1,463 @@
+"""Lip-sync inference: one shot at a time, streamed, batched, blended.
+
+For every frame of a shot and every face track driven in it, the engine crops the
+face (square, padded), feeds the generator the masked crop, the unmasked crop as
+reference and the mel window of that frame, and pastes the generated mouth back
+with a feathered lower-face mask (and optional colour matching), so no rectangle
+edge shows.  Frames are decoded once and encoded once per shot, whatever the
+number of tracks, and never more than about one batch of frames is held.
+
+Rules:
+
+* **Alignment**: the mel window of shot frame ``i`` belongs to sample
+  ``round(i * sample_rate / fps)`` of the track's audio (exact rational time, any
+  frame rate; :func:`lipsync.audio.mel.window_sample_starts`) and starts on the
+  mel column nearest to it (within half a hop; :func:`lipsync.audio.mel.mel_window_starts`).
+* **Audio length**: the track's audio starts at the shot's first frame; audio
+  shorter than the shot is padded with silence, a longer tail is ignored.
+* **Missing face / silence**: frames where the track has no observation are left
+  untouched.  When a track is given ``speaking`` ranges, only frames inside them
+  are synthesised and all others keep the original picture; without ranges, every
+  frame of the track is synthesised (silent audio then yields a closed mouth).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from dubcore.records import FaceTrack
+from dubcore.timebase import FrameRange
+
+from .media.frames import EncodeSettings, FrameReader, FrameWriter
+from .media.probe import MediaInfo, probe
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+class LipSyncOutOfMemoryError(RuntimeError):
+    """The generator ran out of device memory even at the smallest batch tried."""
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """How a face box becomes the generator's square input.
+
+    Pads are fractions of the box height added to each side (Wav2Lip pads the chin
+    by 10 px on 96-px-ish faces: ``bottom=0.1``).  ``square`` grows the padded box
+    to a square around its centre so the resize keeps the face's aspect.
+    """
+
+    top: float = 0.0
+    bottom: float = 0.1
+    left: float = 0.0
+    right: float = 0.0
+    square: bool = True
+
+
+@dataclass(frozen=True)
+class BlendParams:
+    """Where and how the generated face replaces the original.
+
+    The mask covers the lower face (from ``mask_top`` of the crop height down to
+    ``mask_bottom``, ``mask_side`` in from each side), feathered by a Gaussian of
+    ``feather`` x crop size, and is zero at the crop border.  ``colour_match``
+    shifts the generated pixels' per-channel mean and spread to the original's
+    inside the mask.
+    """
+
+    mask_top: float = 0.45
+    mask_bottom: float = 0.97
+    mask_side: float = 0.12
+    feather: float = 0.08
+    colour_match: bool = True
+
+
+@dataclass(frozen=True)
+class LipSyncParams:
+    crop: CropParams = field(default_factory=CropParams)
+    blend: BlendParams = field(default_factory=BlendParams)
+    batch_size: int | None = None  # None: automatic (16 on CPU, 128 on CUDA, halved on OOM)
+
+
+@dataclass(frozen=True)
+class TrackDrive:
+    """One track to lip-sync and the audio that drives it.
+
+    ``audio`` is mono float32 at the model's sample rate, starting at the shot's
+    first frame.  ``speaking`` restricts synthesis to those frame ranges (absolute
+    film frames); ``None`` means every frame of the track.
+    """
+
+    track: FaceTrack
+    audio: np.ndarray
+    speaking: tuple[FrameRange, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TrackRender:
+    track_id: str
+    synthesized: int
+    untouched: dict[str, int]  # reason -> frame count
+    window_sample_starts: tuple[int, ...]  # per shot frame: first audio sample of its mel window
+
+
+@dataclass(frozen=True)
+class ShotRender:
+    segment: Path
+    frames: FrameRange
+    tracks: tuple[TrackRender, ...]
+    batch_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "segment": str(self.segment),
+            "frames": self.frames.to_list(),
+            "batch_size": self.batch_size,
+            "tracks": [
+                {"id": t.track_id, "synthesized": t.synthesized, "untouched": t.untouched} for t in self.tracks
+            ],
+        }
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def crop_box(
+    box: Sequence[float], params: CropParams, frame_size: tuple[int, int], even: bool = False
+) -> tuple[int, int, int, int]:
+    """Integer crop ``(x1, y1, x2, y2)`` for a face box: padded, squared, kept inside the frame.
+
+    ``even`` aligns every edge to an even pixel (4:2:0 chroma sites)."""
+    w_img, h_img = frame_size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    h = max(1.0, y2 - y1)
+    x1 -= params.left * h
+    x2 += params.right * h
+    y1 -= params.top * h
+    y2 += params.bottom * h
+    if params.square:
+        side = max(x2 - x1, y2 - y1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        side = min(side, float(w_img), float(h_img))
+        x1, x2 = cx - side / 2, cx + side / 2
+        y1, y2 = cy - side / 2, cy + side / 2
+        # Shift (not shrink) a square that leaves the frame, so it stays square.
+        dx = -x1 if x1 < 0 else (w_img - x2 if x2 > w_img else 0.0)
+        dy = -y1 if y1 < 0 else (h_img - y2 if y2 > h_img else 0.0)
+        x1, x2, y1, y2 = x1 + dx, x2 + dx, y1 + dy, y2 + dy
+    ix1, iy1 = max(0, int(round(x1))), max(0, int(round(y1)))
+    ix2, iy2 = min(w_img, int(round(x2))), min(h_img, int(round(y2)))
+    if even:
+        ix1, iy1 = ix1 - ix1 % 2, iy1 - iy1 % 2
+        ix2, iy2 = min(w_img - w_img % 2, ix2 + ix2 % 2), min(h_img - h_img % 2, iy2 + iy2 % 2)
+        return ix1, iy1, max(ix1 + 2, ix2), max(iy1 + 2, iy2)
+    return ix1, iy1, max(ix1 + 1, ix2), max(iy1 + 1, iy2)
+
+
+def blend_mask(height: int, width: int, params: BlendParams) -> np.ndarray:
+    """Float32 ``(height, width, 1)`` mask in [0, 1]: 1 over the lower face, 0 at the crop border."""
+    import cv2
+
+    mask = np.zeros((height, width), np.float32)
+    top, bottom = int(round(params.mask_top * height)), int(round(params.mask_bottom * height))
+    side = int(round(params.mask_side * width))
+    mask[top:bottom, side : width - side] = 1.0
+    sigma = max(0.5, params.feather * max(height, width))
+    mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma, sigmaY=sigma)
+    # Whatever the blur did, the border of the crop stays untouched.
+    mask[0, :] = mask[-1, :] = 0.0
+    mask[:, 0] = mask[:, -1] = 0.0
+    return mask[:, :, None]
+
+
+def match_colour(generated: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Shift each channel of ``generated`` to the mean and spread of ``original`` under ``mask``."""
+    weight = mask[:, :, 0]
+    total = float(weight.sum())
+    if total < 1.0:
+        return generated
+    out = generated.astype(np.float32)
+    ref = original.astype(np.float32)
+    for c in range(3):
+        g, r = out[:, :, c], ref[:, :, c]
+        gm, rm = float((g * weight).sum() / total), float((r * weight).sum() / total)
+        gs = float(np.sqrt(((g - gm) ** 2 * weight).sum() / total)) + 1e-3
+        rs = float(np.sqrt(((r - rm) ** 2 * weight).sum() / total)) + 1e-3
+        out[:, :, c] = (g - gm) * min(2.0, rs / gs) + rm
+    return np.clip(out, 0, 255)
+
+
+# --------------------------------------------------------------------------- frame domains
+
+
+class _BgrDomain:
+    """Frames handled as BGR and converted back by the encoder (any pixel format).
+
+    The round trip through the source's YUV costs a little everywhere (about 41 dB
+    PSNR for 4:2:0): used only for pixel formats :class:`_I420Domain` cannot take.
+    """
+
+    read_fmt = "bgr24"
+
+    def __init__(self, width: int, height: int) -> None:
+        self.size = (width, height)
+
+    def to_bgr(self, frame: np.ndarray) -> np.ndarray:
+        return frame
+
+    def paste(self, frame: np.ndarray, bgr: np.ndarray, box: tuple[int, int, int, int], patch: np.ndarray, mask: np.ndarray) -> None:
+        x1, y1, x2, y2 = box
+        region = frame[y1:y2, x1:x2].astype(np.float32)
+        frame[y1:y2, x1:x2] = np.clip(region * (1.0 - mask) + patch * mask + 0.5, 0, 255).astype(np.uint8)
+
+
+class _I420Domain:
+    """Frames kept in the source's own 8-bit 4:2:0 planes; only masked pixels change.
+
+    The model sees a BGR conversion; the generated patch is converted back and
+    blended into the Y, U and V planes with the mask (chroma with the mask
+    averaged over each 2x2 site), so every pixel outside the mask is bit-identical
+    to the source.
+    """
+
+    def __init__(self, width: int, height: int, read_fmt: str) -> None:
+        self.size = (width, height)
+        self.read_fmt = read_fmt
+
+    def _planes(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w, h = self.size
+        y = frame[: w * h].reshape(h, w)
+        u = frame[w * h : w * h + (w // 2) * (h // 2)].reshape(h // 2, w // 2)
+        v = frame[w * h + (w // 2) * (h // 2) :].reshape(h // 2, w // 2)
+        return y, u, v
+
+    def to_bgr(self, frame: np.ndarray) -> np.ndarray:
+        import cv2
+
+        w, h = self.size
+        return cv2.cvtColor(frame.reshape(h * 3 // 2, w), cv2.COLOR_YUV2BGR_I420)
+
+    def paste(self, frame: np.ndarray, bgr: np.ndarray, box: tuple[int, int, int, int], patch: np.ndarray, mask: np.ndarray) -> None:
+        import cv2
+
+        x1, y1, x2, y2 = box
+        h, w = y2 - y1, x2 - x1
+        yuv = cv2.cvtColor(np.clip(patch + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_BGR2YUV_I420).reshape(-1)
+        py = yuv[: w * h].reshape(h, w).astype(np.float32)
+        pu = yuv[w * h : w * h + (w // 2) * (h // 2)].reshape(h // 2, w // 2).astype(np.float32)
+        pv = yuv[w * h + (w // 2) * (h // 2) :].reshape(h // 2, w // 2).astype(np.float32)
+        m = mask[:, :, 0]
+        mc = m.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        Y, U, V = self._planes(frame)
+        for plane, new, mm, (a, b, c, d) in (
+            (Y, py, m, (y1, y2, x1, x2)),
+            (U, pu, mc, (y1 // 2, y2 // 2, x1 // 2, x2 // 2)),
+            (V, pv, mc, (y1 // 2, y2 // 2, x1 // 2, x2 // 2)),
+        ):
+            old = plane[a:b, c:d].astype(np.float32)
+            blended = np.clip(old * (1.0 - mm) + new * mm + 0.5, 0, 255).astype(np.uint8)
+            # Where the mask is zero the source byte is kept exactly.
+            plane[a:b, c:d] = np.where(mm > 0, blended, plane[a:b, c:d])
+
+
+def _domain(pix_fmt: str, width: int, height: int) -> "_BgrDomain | _I420Domain":
+    if pix_fmt in ("yuv420p", "yuvj420p") and width % 2 == 0 and height % 2 == 0:
+        return _I420Domain(width, height, pix_fmt)
+    log.info("pixel format %s: lip-sync works through BGR (about 41 dB outside the face)", pix_fmt)
+    return _BgrDomain(width, height)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+@dataclass
+class _Item:
+    """One face to generate: where it goes and what goes in."""
+
+    slot: int  # index into the pending frame buffer
+    box: tuple[int, int, int, int]
+    face: np.ndarray  # (S, S, 3) uint8 crop resized to the model's face size
+    mel: np.ndarray  # (1, n_mels, mel_step)
+
+
+class LipSyncEngine:
+    """Owns a loaded generator, its device and batching; renders shots.
+
+    The model's input contract (``model.contract``: face size, masking row, mel
+    window, sample rate, hop) is read here and nowhere else.
+    """
+
+    def __init__(self, model: Any, device: str = "cpu", params: LipSyncParams = LipSyncParams()) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.contract = getattr(model, "contract", None) or type(model).contract
+        self.params = params
+        self.batch_size = params.batch_size or (128 if self.device.type == "cuda" else 16)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu", params: LipSyncParams = LipSyncParams(), store: str | None = None) -> "LipSyncEngine":
+        from . import store as model_store
+        from .models.wav2lip import load_wav2lip
+
+        path = model_store.resolve(checkpoint, store)
+        return cls(load_wav2lip(path, device), device, params)
+
+    # ---- audio
+
+    def windows_for(self, audio: np.ndarray, frame_count: int, fps: Fraction) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Mel windows ``(frame_count, 1, n_mels, step)`` for a shot's audio, and each window's start sample."""
+        from .audio.mel import mel_windows, melspectrogram, window_sample_starts
+
+        mel = melspectrogram(np.asarray(audio, dtype=np.float32), self.contract)
+        windows = mel_windows(mel, frame_count, fps, self.contract)
+        starts = tuple(int(s) for s in window_sample_starts(frame_count, fps, self.contract))
+        return windows, starts
+
+    # ---- generator
+
+    def _generate(self, items: list[_Item]) -> np.ndarray:
+        """Run the generator on ``items``; returns ``(N, S, S, 3)`` uint8 BGR faces."""
+        torch = self.torch
+        c = self.contract
+        faces = np.stack([it.face for it in items]).astype(np.float32) / 255.0  # N,S,S,3 BGR
+        masked = faces.copy()
+        masked[:, c.mask_row :, :, :] = 0.0
+        x = np.concatenate([masked, faces], axis=3).transpose(0, 3, 1, 2)  # N,6,S,S
+        mels = np.stack([it.mel for it in items]).astype(np.float32)  # N,1,80,16
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(mels).to(self.device), torch.from_numpy(x).to(self.device))
+        return (out.float().clamp(0, 1).cpu().numpy().transpose(0, 2, 3, 1) * 255.0 + 0.5).astype(np.uint8)
+
+    def generate(self, items: list[_Item]) -> np.ndarray:
+        """Generate in chunks of ``batch_size``; on CUDA out-of-memory halve the batch and retry."""
+        torch = self.torch
+        outputs: list[np.ndarray] = []
+        start = 0
+        while start < len(items):
+            chunk = items[start : start + self.batch_size]
+            try:
+                outputs.append(self._generate(chunk))
+            except torch.cuda.OutOfMemoryError as exc:
+                torch.cuda.empty_cache()
+                if self.batch_size == 1 or self.params.batch_size is not None:
+                    raise LipSyncOutOfMemoryError(
+                        f"Wav2Lip ran out of GPU memory at batch_size={self.batch_size} on {self.device}; "
+                        f"lower batch_size (e.g. batch_size={max(1, self.batch_size // 2)}), or free the GPU"
+                    ) from exc
+                self.batch_size = max(1, self.batch_size // 2)
+                log.warning("out of GPU memory: batch_size lowered to %d", self.batch_size)
+                continue
+            start += len(chunk)
+        return np.concatenate(outputs) if outputs else np.zeros((0,), np.uint8)
+
+    # ---- paste
+
+    def paste(self, domain: "_BgrDomain | _I420Domain", frame: np.ndarray, bgr: np.ndarray, item: _Item, generated: np.ndarray) -> None:
+        """Blend one generated face into ``frame`` (in its domain); ``bgr`` is the frame as the model saw it."""
+        import cv2
+
+        x1, y1, x2, y2 = item.box
+        h, w = y2 - y1, x2 - x1
+        patch = cv2.resize(generated, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        mask = blend_mask(h, w, self.params.blend)
+        if self.params.blend.colour_match:
+            patch = match_colour(patch, bgr[y1:y2, x1:x2], mask)
+        domain.paste(frame, bgr, item.box, patch, mask)
+
+    # ---- shot
+
+    def render_shot(
+        self,
+        video: str | Path,
+        frames: FrameRange,
+        drives: Sequence[TrackDrive],
+        out: str | Path,
+        *,
+        info: MediaInfo | None = None,
+        progress: Progress | None = None,
+    ) -> ShotRender:
+        """Render ``frames`` of ``video`` with every drive applied; write a lossless segment to ``out``.
+
+        The segment is FFV1 in the source's pixel format, ready for
+        :func:`lipsync.media.assemble.assemble`.
+        """
+        import cv2
+
+        info = info or probe(video)
+        v = info.require_video()
+        size = self.contract.face_size
+        plans = []
+        for d in drives:
+            windows, starts = self.windows_for(d.audio, frames.duration, v.fps)
+            plans.append((d, windows, starts))
+        counts = {d.track.id: {"synthesized": 0, "untouched": {}} for d in drives}
+
+        def untouched(track_id: str, reason: str, n: int = 1) -> None:
+            u = counts[track_id]["untouched"]
+            u[reason] = u.get(reason, 0) + n
+
+        domain = _domain(v.pix_fmt, v.width, v.height)
+        even = isinstance(domain, _I420Domain)
+        pending: deque[tuple[np.ndarray, np.ndarray]] = deque()  # (frame in its domain, BGR view for the model)
+        items: list[_Item] = []
+        written = 0
+
+        def flush(writer: FrameWriter) -> None:
+            nonlocal written, items
+            if items:
+                generated = self.generate(items)
+                for it, g in zip(items, generated):
+                    frame, bgr = pending[it.slot]
+                    self.paste(domain, frame, bgr, it, g)
+                items = []
+            while pending:
+                writer.write(pending.popleft()[0])
+                written += 1
+                if progress is not None:
+                    progress(written, frames.duration)
+
+        with FrameWriter(
+            out, width=v.width, height=v.height, fps=v.fps, pix_fmt=domain.read_fmt,
+            settings=EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt=v.pix_fmt),
+            like=v, expected_frames=frames.duration,
+        ) as writer:
+            for offset, raw in enumerate(FrameReader(video, frames=frames, pix_fmt=domain.read_fmt, info=info)):
+                index = frames.start + offset
+                frame = np.array(raw)  # writable copy owned by the buffer
+                bgr = domain.to_bgr(frame)
+                slot = len(pending)
+                pending.append((frame, bgr))
+                for d, windows, _ in plans:
+                    obs = d.track.at(index)
+                    if obs is None:  # the track is not in this frame
+                        untouched(d.track.id, "no face")
+                        continue
+                    if d.speaking is not None and not any(index in r for r in d.speaking):
+                        untouched(d.track.id, "silent")
+                        continue
+                    box = crop_box(obs.box, self.params.crop, (v.width, v.height), even=even)
+                    x1, y1, x2, y2 = box
+                    face = cv2.resize(bgr[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_AREA)
+                    items.append(_Item(slot, box, face, windows[offset]))
+                    counts[d.track.id]["synthesized"] += 1
+                # Bounded memory: at most one batch of faces, or of frames, is ever pending.
+                if len(items) >= self.batch_size or len(pending) >= self.batch_size:
+                    flush(writer)
+            flush(writer)
+        renders = tuple(
+            TrackRender(d.track.id, counts[d.track.id]["synthesized"], dict(counts[d.track.id]["untouched"]), starts)
+            for d, _, starts in plans
+        )
+        return ShotRender(Path(out), frames, renders, self.batch_size)
