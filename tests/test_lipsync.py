@@ -125,3 +125,17 @@ def test_silent_ranges_keep_the_original_frames(tmp_path, checkpoint, face_detec
     for i, (a, b) in enumerate(zip(FrameReader(clip, pix_fmt="yuv420p"), FrameReader(render.segment, pix_fmt="yuv420p"))):
         if i not in speaking[0]:
             assert np.array_equal(a, b), i
+
+
+def test_dub_lipsync_on_a_generated_23_976_fps_shot(tmp_path, checkpoint, model_store):
+    fps = Fraction(24000, 1001)
+    img = cv2.imread(str(shared("face-photos", "astronaut.png")))
+    shot = make_moving_face(tmp_path / "shot.mp4", img, ASTRONAUT_FACE, frames=36, fps=fps)
+    out = tmp_path / "out.mov"
+    result = CliRunner().invoke(app, ["lipsync", str(shot.path), str(shared("grid-talking-faces", "lwbsza.mpg")),
+                                      "--out", str(out), "--checkpoint", str(checkpoint), "--store", str(model_store),
+                                      "--device", "cpu", "--batch-size", "12"])
+    assert result.exit_code == 0, result.output
+    assert "1 shot(s) lip-synced, 1 face track(s)" in result.stdout
+    dst = probe(out).require_video()
+    assert (dst.frame_count, dst.fps) == (36, fps)
