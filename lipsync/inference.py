@@ -279,6 +279,18 @@ def _domain(pix_fmt: str, width: int, height: int) -> "_BgrDomain | _I420Domain"
 # --------------------------------------------------------------------------- engine
 
 
+class _Windows:
+    """The mel window of any frame of a shot, cut from the shot's mel when asked for."""
+
+    def __init__(self, mel: np.ndarray, fps: Fraction, contract: Any) -> None:
+        self.mel, self.fps, self.contract = mel, fps, contract
+
+    def __getitem__(self, frame: int) -> np.ndarray:
+        from .audio.mel import mel_windows
+
+        return mel_windows(self.mel, 1, self.fps, self.contract, start_frame=frame)[0]
+
+
 @dataclass
 class _Item:
     """One face to generate: where it goes and what goes in."""
@@ -316,14 +328,16 @@ class LipSyncEngine:
 
     # ---- audio
 
-    def windows_for(self, audio: np.ndarray, frame_count: int, fps: Fraction) -> tuple[np.ndarray, tuple[int, ...]]:
-        """Mel windows ``(frame_count, 1, n_mels, step)`` for a shot's audio, and each window's start sample."""
-        from .audio.mel import mel_windows, melspectrogram, window_sample_starts
+    def windows_for(self, audio: np.ndarray, frame_count: int, fps: Fraction) -> tuple["_Windows", tuple[int, ...]]:
+        """Mel windows of a shot's audio, cut per frame on demand, and each frame's start sample.
+
+        Only the mel spectrogram (80 x 80 columns a second) is kept, never one window
+        per frame, so memory stays small for long shots."""
+        from .audio.mel import melspectrogram, window_sample_starts
 
         mel = melspectrogram(np.asarray(audio, dtype=np.float32), self.contract)
-        windows = mel_windows(mel, frame_count, fps, self.contract)
         starts = tuple(int(s) for s in window_sample_starts(frame_count, fps, self.contract))
-        return windows, starts
+        return _Windows(mel, fps, self.contract), starts
 
     # ---- generator
 
