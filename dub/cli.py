@@ -269,6 +269,52 @@ def faces(
 
 
 @app.command()
+def asd(
+    video: Path = typer.Argument(..., help="The film or clip."),
+    out: Path = typer.Option(..., "--out", "-o", help="asd.json to write."),
+    faces_file: Optional[Path] = typer.Option(None, "--faces", help="faces.json of the video (default: detect and track faces now)."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="Audio to score against, starting at frame 0 (default: the video's own)."),
+    weights: str = typer.Option("light_asd", help="Light-ASD weights: a model-store entry or a checkpoint path."),
+    store: Optional[Path] = typer.Option(None, help="Model store folder."),
+    shots_file: Optional[Path] = typer.Option(None, "--shots", help="shots.json, when detecting faces (default: detect shots now)."),
+    face_weights: str = typer.Option("retinaface_mobilenet0.25", help="Face detector weights, when detecting."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+) -> None:
+    """Score every face track with Light-ASD (active speaker detection); write asd.json."""
+    import tempfile
+
+    from lipsync import store as model_store
+    from lipsync.faces.facesfile import read_faces
+    from lipsync.media.probe import probe as probe_media
+    from lipsync.models.light_asd import load_light_asd
+    from lipsync.shots import detect_shots, read_shots
+    from lipsync.speakers.asd import AsdParams, AsdResult, audio_16k_memmap, score_tracks
+
+    with _store_errors(), _bar("asd") as (progress, _), tempfile.TemporaryDirectory(prefix="dub-asd-") as tmp:
+        info = probe_media(video)
+        v = info.require_video()
+        model = load_light_asd(model_store.resolve(weights, store), device)
+        if faces_file:
+            tracks = list(read_faces(faces_file).tracks)
+        else:
+            shot_list = read_shots(shots_file) if shots_file else detect_shots(video, info=info)
+            tracks = _track_faces(video, shot_list, info, face_weights, store, device)
+        sound = audio_16k_memmap(audio or video, Path(tmp) / "audio16k.f32")
+        params = AsdParams()
+        scores = score_tracks(video, tracks, sound, 0, model, fps=v.fps, info=info, params=params, progress=progress)
+        entry = model_store.entry_for(weights, "light_asd")
+        result = AsdResult.from_scores(
+            str(video), v.fps, v.frame_count, tracks, scores, params,
+            model={"weights": weights, "entry": entry.name, "trained_on": entry.meta.get("trained_on"),
+                   "audio": str(audio or video)},
+        )
+        result.write(out)
+    for t in result.tracks:
+        spans = ", ".join(f"[{r.start}, {r.end})" for r in t.speaking) or "none"
+        typer.echo(f"{t.track_id}: frames [{t.frames.start}, {t.frames.end}), speaking {spans}")
+
+
+@app.command()
 def lipsync(
     video: Path = typer.Argument(..., help="A shot or clip with a face to re-voice."),
     audio: Path = typer.Argument(..., help="The new speech (any format ffmpeg reads); it starts at the clip's first frame."),

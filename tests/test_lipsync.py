@@ -33,14 +33,6 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _faces(video: Path, out: Path, store: Path) -> Path:
     result = CliRunner().invoke(app, ["faces", str(video), "--out", str(out), "--store", str(store)])
     assert result.exit_code == 0, result.output
