@@ -280,15 +280,50 @@ def _domain(pix_fmt: str, width: int, height: int) -> "_BgrDomain | _I420Domain"
 
 
 class _Windows:
-    """The mel window of any frame of a shot, cut from the shot's mel when asked for."""
+    """The mel window of any frame of a shot, computed from the shot's audio a block at a time.
 
-    def __init__(self, mel: np.ndarray, fps: Fraction, contract: Any) -> None:
-        self.mel, self.fps, self.contract = mel, fps, contract
+    Memory does not grow with the shot: only one block of mel columns (30 s) is kept.
+    Each block is the mel of an audio excerpt with a margin of ``_MARGIN_HOPS`` hops on
+    both sides; a mel column depends only on the samples under its window (and the
+    one before, for pre-emphasis), so the columns kept are exactly those of the
+    whole-shot spectrogram; the true ends of the audio keep their reflect padding.
+    """
+
+    _BLOCK_COLS = 2400  # 30 s at 80 columns a second
+    _MARGIN_HOPS = 4  # 800 samples >= half an FFT (400) + 1 sample of pre-emphasis history
+
+    def __init__(self, audio: np.ndarray, fps: Fraction, contract: Any) -> None:
+        self.audio, self.fps, self.contract = audio, fps, contract
+        self._block: tuple[int, np.ndarray] | None = None  # (first column, mel columns)
+
+    def _columns(self, c0: int, c1: int) -> np.ndarray:
+        """Exact mel columns ``[c0, c1)`` of the whole audio (padded with silence past its end)."""
+        from .audio.mel import melspectrogram
+
+        hop = self.contract.hop_length
+        total = 1 + len(self.audio) // hop
+        a = max(0, (c0 - self._MARGIN_HOPS) * hop)
+        b = min(len(self.audio), (c1 + self._MARGIN_HOPS) * hop)
+        if b >= len(self.audio):
+            b = len(self.audio)
+        mel = melspectrogram(self.audio[a:b], self.contract)
+        first = a // hop  # column j of ``mel`` is column first + j of the whole audio
+        out = np.full((mel.shape[0], c1 - c0), self.contract.mel.silence_value, dtype=np.float32)
+        lo, hi = max(c0, first), min(c1, first + mel.shape[1], total)
+        if hi > lo:
+            out[:, lo - c0 : hi - c0] = mel[:, lo - first : hi - first]
+        return out
 
     def __getitem__(self, frame: int) -> np.ndarray:
-        from .audio.mel import mel_windows
+        from .audio.mel import mel_window_start
 
-        return mel_windows(self.mel, 1, self.fps, self.contract, start_frame=frame)[0]
+        c = self.contract
+        start = mel_window_start(frame, self.fps, c)
+        if self._block is None or not (self._block[0] <= start and start + c.mel_step <= self._block[0] + self._block[1].shape[1]):
+            c0 = start
+            self._block = (c0, self._columns(c0, c0 + self._BLOCK_COLS + c.mel_step))
+        c0, cols = self._block
+        return cols[None, :, start - c0 : start - c0 + c.mel_step].copy()
 
 
 @dataclass
@@ -331,13 +366,12 @@ class LipSyncEngine:
     def windows_for(self, audio: np.ndarray, frame_count: int, fps: Fraction) -> tuple["_Windows", tuple[int, ...]]:
         """Mel windows of a shot's audio, cut per frame on demand, and each frame's start sample.
 
-        Only the mel spectrogram (80 x 80 columns a second) is kept, never one window
-        per frame, so memory stays small for long shots."""
-        from .audio.mel import melspectrogram, window_sample_starts
+        Windows are computed a block at a time (:class:`_Windows`), never all at once,
+        so memory stays small for long shots."""
+        from .audio.mel import window_sample_starts
 
-        mel = melspectrogram(np.asarray(audio, dtype=np.float32), self.contract)
         starts = tuple(int(s) for s in window_sample_starts(frame_count, fps, self.contract))
-        return _Windows(mel, fps, self.contract), starts
+        return _Windows(np.asarray(audio, dtype=np.float32), fps, self.contract), starts
 
     # ---- generator
 

@@ -131,3 +131,18 @@ def test_dub_lipsync_on_a_generated_23_976_fps_shot(tmp_path, checkpoint, model_
     assert "1 shot(s) lip-synced, 1 face track(s)" in result.stdout
     dst = probe(out).require_video()
     assert (dst.frame_count, dst.fps) == (36, fps)
+
+
+@pytest.mark.parametrize("fps", [Fraction(25), Fraction(24000, 1001)])
+def test_block_wise_mel_windows_equal_the_whole_shot_computation(fps):
+    from lipsync.audio.mel import mel_windows, melspectrogram
+    from lipsync.inference import _Windows
+
+    contract = Wav2Lip.contract
+    rng = np.random.default_rng(1)
+    audio = (0.1 * rng.standard_normal(16000 * 70 + 123)).astype(np.float32)  # 70 s: three blocks
+    frames = int(70 * fps) + 5  # a few frames past the end of the audio
+    whole = mel_windows(melspectrogram(audio, contract), frames, fps, contract)
+    blocks = _Windows(audio, fps, contract)
+    for i in list(range(0, 40)) + list(range(700, 780)) + list(range(frames - 60, frames)):
+        assert np.allclose(blocks[i], whole[i], atol=1e-5), i
