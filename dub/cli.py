@@ -368,63 +368,6 @@ def lipsync(
 
 
 @app.command()
-def diarize(
-    media: Path = typer.Argument(..., help="Audio or video file (its first audio stream is used)."),
-    out: Path = typer.Option(..., "--out", "-o", help="RTTM file to write."),
-    num_speakers: Optional[int] = typer.Option(None, "--num-speakers", "-n", min=1, help="Number of speakers, when known."),
-    min_speakers: Optional[int] = typer.Option(None, "--min-speakers", min=1, help="At least this many speakers."),
-    max_speakers: Optional[int] = typer.Option(None, "--max-speakers", min=1, help="At most this many speakers."),
-    backend: str = typer.Option("auto", help="auto | embedded (offline, bundled weights) | pyannote."),
-    pipeline: Optional[str] = typer.Option(None, "--pipeline", help="pyannote pipeline: hub name (with --token) or local path."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="HF_TOKEN", help="Hugging Face token for a gated pyannote pipeline."),
-    sample_rate: int = typer.Option(16000, "--sample-rate", min=1, help="Sample rate the turns are counted in."),
-) -> None:
-    """Who speaks when: diarize the audio of MEDIA into speaker turns; write them as RTTM."""
-    from lipsync.speakers.diarize import DiarizationError
-    from lipsync.speakers.diarize import diarize as run_diarization
-    from lipsync.speakers.rttm import write_rttm
-
-    if backend not in ("auto", "embedded", "pyannote"):
-        _fail(f"--backend must be auto, embedded or pyannote, not {backend!r}")
-    with _errors(), _bar("diarize") as (progress, _):
-        try:
-            result = run_diarization(
-                media,
-                sample_rate,
-                backend=backend,  # type: ignore[arg-type]
-                num_speakers=num_speakers,
-                min_speakers=min_speakers,
-                max_speakers=max_speakers,
-                pyannote_pipeline=pipeline,
-                token=token,
-                progress=progress,
-            )
-        except DiarizationError as exc:
-            _fail(str(exc))
-        write_rttm(out, result)
-    for note in result.notes:
-        err.print(f"note: {note}", highlight=False, soft_wrap=True)
-    rate = result.sample_rate
-    for t in result.turns:
-        typer.echo(f"{t.id}  {t.speaker}  {t.start_sample / rate:9.3f} - {t.end_sample / rate:9.3f} s  samples [{t.start_sample}, {t.end_sample})")
-    typer.echo(f"{out}: {len(result.turns)} turn(s), {len(result.speakers)} speaker(s), backend {result.backend}")
-
-
-def model_path(name_or_path: str, store: Optional[Path]) -> Path:
-    from lipsync import store as model_store
-
-    return model_store.resolve(name_or_path, store)
-
-
-def _track_faces(video, shot_list, info, weights, store, device):  # type: ignore[no-untyped-def]
-    from lipsync.faces.detect import build_detector
-    from lipsync.faces.pipeline import track_film_faces
-
-    detector = build_detector("retinaface", weights=weights, store=store, device=device)
-    return [t for r in track_film_faces(video, shot_list, detector, info=info) for t in r.tracks]
-
-
-@app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), "--out", "-o", help="Output folder of the demo job."),
     seconds: int = typer.Option(12, min=3, help="Length of the generated sample film."),
