@@ -367,6 +367,20 @@ def lipsync(
     typer.echo(f"{out}: {len(segments)} shot(s) lip-synced, {sum(1 for t in tracks)} face track(s)")
 
 
+def model_path(name_or_path: str, store: Optional[Path]) -> Path:
+    from lipsync import store as model_store
+
+    return model_store.resolve(name_or_path, store)
+
+
+def _track_faces(video, shot_list, info, weights, store, device):  # type: ignore[no-untyped-def]
+    from lipsync.faces.detect import build_detector
+    from lipsync.faces.pipeline import track_film_faces
+
+    detector = build_detector("retinaface", weights=weights, store=store, device=device)
+    return [t for r in track_film_faces(video, shot_list, detector, info=info) for t in r.tracks]
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), "--out", "-o", help="Output folder of the demo job."),
