@@ -367,6 +367,49 @@ def lipsync(
     typer.echo(f"{out}: {len(segments)} shot(s) lip-synced, {sum(1 for t in tracks)} face track(s)")
 
 
+@app.command()
+def diarize(
+    media: Path = typer.Argument(..., help="Audio or video file (its first audio stream is used)."),
+    out: Path = typer.Option(..., "--out", "-o", help="RTTM file to write."),
+    num_speakers: Optional[int] = typer.Option(None, "--num-speakers", "-n", min=1, help="Number of speakers, when known."),
+    min_speakers: Optional[int] = typer.Option(None, "--min-speakers", min=1, help="At least this many speakers."),
+    max_speakers: Optional[int] = typer.Option(None, "--max-speakers", min=1, help="At most this many speakers."),
+    backend: str = typer.Option("auto", help="auto | embedded (offline, bundled weights) | pyannote."),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", help="pyannote pipeline: hub name (with --token) or local path."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="HF_TOKEN", help="Hugging Face token for a gated pyannote pipeline."),
+    sample_rate: int = typer.Option(16000, "--sample-rate", min=1, help="Sample rate the turns are counted in."),
+) -> None:
+    """Who speaks when: diarize the audio of MEDIA into speaker turns; write them as RTTM."""
+    from lipsync.speakers.diarize import DiarizationError
+    from lipsync.speakers.diarize import diarize as run_diarization
+    from lipsync.speakers.rttm import write_rttm
+
+    if backend not in ("auto", "embedded", "pyannote"):
+        _fail(f"--backend must be auto, embedded or pyannote, not {backend!r}")
+    with _errors(), _bar("diarize") as (progress, _):
+        try:
+            result = run_diarization(
+                media,
+                sample_rate,
+                backend=backend,  # type: ignore[arg-type]
+                num_speakers=num_speakers,
+                min_speakers=min_speakers,
+                max_speakers=max_speakers,
+                pyannote_pipeline=pipeline,
+                token=token,
+                progress=progress,
+            )
+        except DiarizationError as exc:
+            _fail(str(exc))
+        write_rttm(out, result)
+    for note in result.notes:
+        err.print(f"note: {note}", highlight=False, soft_wrap=True)
+    rate = result.sample_rate
+    for t in result.turns:
+        typer.echo(f"{t.id}  {t.speaker}  {t.start_sample / rate:9.3f} - {t.end_sample / rate:9.3f} s  samples [{t.start_sample}, {t.end_sample})")
+    typer.echo(f"{out}: {len(result.turns)} turn(s), {len(result.speakers)} speaker(s), backend {result.backend}")
+
+
 def model_path(name_or_path: str, store: Optional[Path]) -> Path:
     from lipsync import store as model_store
 

@@ -12,6 +12,14 @@ if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; 
 fi
 
 PY=${PYTHON:-python3}
+# webrtcvad (resemblyzer's dependency) ships no wheel: it compiles, needing a C compiler and Python headers.
+pyinc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+if ! command -v gcc >/dev/null 2>&1 || [ ! -f "$pyinc/Python.h" ]; then
+  echo "setup: installing a C compiler and Python headers (apt), for webrtcvad"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq build-essential python3-dev >/dev/null
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
