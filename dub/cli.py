@@ -410,6 +410,100 @@ def diarize(
     typer.echo(f"{out}: {len(result.turns)} turn(s), {len(result.speakers)} speaker(s), backend {result.backend}")
 
 
+@app.command()
+def match(
+    manifest: Path = typer.Argument(..., help="Job manifest (YAML or JSON): the film, the dub tracks, casting overrides."),
+    out: Path = typer.Option(..., "--out", "-o", help="speakers.json to write; original.rttm, asd.json and voices/ go beside it."),
+    shots_file: Optional[Path] = typer.Option(None, "--shots", help="shots.json of the film (default: detect shots now)."),
+    faces_file: Optional[Path] = typer.Option(None, "--faces", help="faces.json of the film (default: detect and track now)."),
+    asd_file: Optional[Path] = typer.Option(None, "--asd", help="asd.json of those faces (default: score them now)."),
+    rttm: Optional[Path] = typer.Option(None, "--rttm", help="Diarization of the original, RTTM (default: diarize now)."),
+    store: Optional[Path] = typer.Option(None, help="Model store folder."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (face detection and active speakers)."),
+) -> None:
+    """Cast a film: which face speaks as which original speaker, and which dubbed voice drives it."""
+    import tempfile
+
+    from dubcore.manifest import load_manifest
+    from lipsync.faces.facesfile import read_faces, write_faces
+    from lipsync.pipeline import preflight
+    from lipsync.shots import detect_shots, read_shots, write_shots
+    from lipsync.speakers import stage
+    from lipsync.speakers.asd import read_asd
+    from lipsync.speakers.plan import CastingError, plan_speakers
+    from lipsync.speakers.rttm import read_rttm, write_rttm
+
+    import numpy as np
+
+    folder = out.resolve().parent
+    with _store_errors(), _model_store_env(store), _bar("match") as (progress, _), tempfile.TemporaryDirectory(prefix="dub-match-") as tmp:
+        job = load_manifest(manifest)
+        pre = preflight(job)
+        video = pre.info.require_video()
+        if not pre.info.audio:
+            _fail(f"{pre.film}: the film has no audio stream; casting needs the original dialogue")
+        if video.vfr:
+            _fail(f"{pre.film}: variable frame rate; conform it first (dub run with options.vfr_policy: conform)")
+        if shots_file:
+            shot_list = read_shots(shots_file)
+        else:
+            shot_list = detect_shots(pre.film, info=pre.info)
+            write_shots(folder / "shots.json", shot_list)
+        if faces_file:
+            tracks = list(read_faces(faces_file).tracks)
+        else:
+            tracks = _track_faces(pre.film, shot_list, pre.info, job.options.face_weights, store, device)
+            write_faces(folder / "faces.json", source=str(pre.film), fps=shot_list.fps, frame_count=shot_list.frame_count,
+                        shots=list(shot_list), tracks=tracks)
+        audio = stage.original_audio(pre.film, tmp)
+        if rttm:
+            turns = read_rttm(rttm, stage.SAMPLE_RATE)
+        else:
+            diarization = stage.diarize_original(audio, job, pre.film.stem, progress=progress)
+            write_rttm(folder / "original.rttm", diarization)
+            turns = list(diarization.turns)
+        asd = read_asd(asd_file) if asd_file else stage.score_faces(pre.film, pre.info, tracks, audio, job, store=str(store) if store else None,
+                                                                   device=device, progress=progress)
+        if not asd_file:
+            asd.write(folder / "asd.json")
+        voices, dub_diarization = stage.dub_voices(job, pre, folder / "voices", progress=progress)
+        if dub_diarization is not None:
+            write_rttm(folder / "dub.rttm", dub_diarization)
+        scores = {t.track_id: np.asarray(t.scores) for t in asd.tracks}
+        try:
+            plan = plan_speakers(list(shot_list), tracks, scores, turns, voices, video.fps, video.frame_count,
+                                 overrides=stage.overrides_of(job))
+        except CastingError as exc:
+            _fail(f"{manifest}: {exc}")
+        plan.write(out)
+    for c in plan.characters:
+        where = f"on screen in {', '.join(c.shots)}" if c.on_screen else "off screen"
+        typer.echo(f"{c.id}: {where}; dubbed by {c.voice or 'no voice'}")
+    for d in plan.drives:
+        spans = ", ".join(f"[{r.start}, {r.end})" for r in d.speaking)
+        typer.echo(f"{d.track_id} <- {d.voice}: frames {spans}")
+    for note in plan.to_dict()["notes"]:
+        err.print(f"note: {note}", highlight=False, soft_wrap=True)
+    typer.echo(f"{out}: {len(plan.characters)} speaker(s), {len(plan.off_screen)} off screen, {len(plan.drives)} face(s) to lip-sync")
+
+
+@contextmanager
+def _model_store_env(store: Optional[Path]) -> Iterator[None]:
+    """``--store`` for code that reads the store from ``$DUB_MODEL_STORE`` (restored afterwards)."""
+    if store is None:
+        yield
+        return
+    before = os.environ.get("DUB_MODEL_STORE")
+    os.environ["DUB_MODEL_STORE"] = str(store)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DUB_MODEL_STORE", None)
+        else:
+            os.environ["DUB_MODEL_STORE"] = before
+
+
 def model_path(name_or_path: str, store: Optional[Path]) -> Path:
     from lipsync import store as model_store
 

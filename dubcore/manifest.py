@@ -103,6 +103,39 @@ class JobOptions(_Strict):
     preset: str | None = Field("medium", description="x264/x265 speed preset.")
     container: Literal["mp4", "mov", "mkv"] = Field("mp4", description="Container of the delivered film.")
     audio_codec: str | None = Field(None, description="Audio codec; default AAC 320k in MP4, 24-bit PCM in MOV/MKV.")
+    speakers: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Speaker stage (diarization, active-speaker detection, casting): 'auto' runs it when lip-syncing; "
+        "'off' drives every face with the whole dub dialogue.",
+    )
+    diarization_backend: Literal["auto", "embedded", "pyannote"] = Field(
+        "auto", description="Diarization: pyannote pipeline when available (auto), the offline embedded model, or pyannote only."
+    )
+    diarization_pipeline: str | None = Field(
+        None, description="pyannote pipeline: local folder / config.yaml, or a hub name (token from HF_TOKEN)."
+    )
+    num_speakers: int | None = Field(None, ge=1, description="Number of speakers in the original, when known (helps diarization).")
+    dub_num_speakers: int | None = Field(None, ge=1, description="Number of speakers in a mixed dub dialogue stem, when known.")
+    asd_weights: str = Field("light_asd", description="Active-speaker-detection weights: a model-store entry or a checkpoint path.")
+
+    @property
+    def runs_speakers(self) -> bool:
+        """Whether the speaker stage runs: 'on', or 'auto' while lip-syncing."""
+        return self.speakers == "on" or (self.speakers == "auto" and bool(self.lipsync_checkpoint))
+
+
+class Casting(_Strict):
+    """The operator's overrides of the automatic casting (ids come from speakers.json / faces.json of a run)."""
+
+    voices: dict[str, str] = Field(
+        default_factory=dict,
+        description="Dubbed voice -> original speaker, e.g. {ALICE: SPK01}: the character stem ALICE dubs the speaker SPK01. "
+        "A mixed dialogue stem's voices are named 'dialogue:SPK00' ...",
+    )
+    tracks: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="Face track -> original speaker, e.g. {'shot-0003/face-01': SPK00}; null: never lip-sync that face.",
+    )
 
 
 class DubJob(_Strict):
@@ -113,6 +146,7 @@ class DubJob(_Strict):
     output: str | None = Field(None, description="Output folder (local path or URI); `dub run --out` overrides it.")
     title: str | None = Field(None, description="Title shown in reports.")
     options: JobOptions = Field(default_factory=JobOptions, description="Processing options.")
+    casting: Casting = Field(default_factory=Casting, description="Overrides of who dubs whom and which face speaks.")
 
     def resolved(self, base: Path) -> "DubJob":
         """Copy with every relative local path made absolute against ``base``."""

@@ -52,6 +52,8 @@ def preflight(job: DubJob) -> Preflight:
     model_store.resolve(job.options.face_weights)  # missing or corrupt weights fail here, before any work
     if job.options.lipsync_checkpoint:
         model_store.resolve(job.options.lipsync_checkpoint)
+    if job.options.runs_speakers and info.audio:
+        model_store.resolve(job.options.asd_weights)
     stems: list[Stem] = []
     gains = {f"character:{c.name}": c.gain_db for c in job.dub.characters}
     for role, path in job.dub.files():

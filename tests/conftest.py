@@ -51,15 +51,18 @@ def three_shot_film(film_dir: Path):
 
 
 MOBILENET = SHARED / "weights" / "retinaface-mobilenet0.25" / "mobilenet0.25_Final.pth"
+LIGHT_ASD = SHARED / "weights" / "light-asd" / "pretrain_AVA_CVPR.model"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def model_store() -> Path:
-    """A model store for the session, holding the real RetinaFace MobileNet-0.25 weights from ../shared/data."""
+    """A model store for the session, holding the real RetinaFace MobileNet-0.25 and Light-ASD weights from ../shared/data."""
     from lipsync import store
 
     if MOBILENET.exists():
         store.pull("retinaface_mobilenet0.25", _MODEL_STORE, source=MOBILENET)
+    if LIGHT_ASD.exists():
+        store.pull("light_asd", _MODEL_STORE, source=LIGHT_ASD)
     return Path(_MODEL_STORE)
 
 

@@ -179,7 +179,7 @@ def test_dub_run_with_lipsync_renders_shots_with_faces(tmp_path):
         "schema": "dub-film/manifest@1", "film": "film.mp4",
         "dub": {"dialogue": str(shared("grid-talking-faces", "lwbsza.mpg"))},
         "options": {"lipsync_checkpoint": str(ckpt), "lipsync_backend": "local", "lipsync_device": "cpu",
-                    "audio_length_policy": "pad"},
+                    "audio_length_policy": "pad", "speakers": "off"},
     }))
     out = tmp_path / "out"
     result = _run_in_process(m, out)

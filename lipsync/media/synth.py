@@ -163,3 +163,113 @@ def make_moving_face(
                 frame[y0:y1, x0:x1] = scaled[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
             writer.write(frame)
     return MovingFace(Path(path), fps, frames, tuple(truth), frozenset(blank))
+
+
+@dataclass(frozen=True)
+class SceneTurn:
+    """One turn of a generated dialogue scene: who speaks (``left``, ``right`` or ``None`` for a
+    voice off screen), the frames it covers and the samples where its voice is heard."""
+
+    side: str | None
+    clip: Path
+    frames: tuple[int, int]
+    speech: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class DialogueScene:
+    path: Path
+    fps: Fraction
+    frame_count: int
+    sample_rate: int
+    width: int
+    height: int
+    turns: tuple[SceneTurn, ...]
+
+    def speech_of(self, side: str | None) -> list[tuple[int, int]]:
+        return [s for t in self.turns if t.side == side for s in t.speech]
+
+
+def _clip_frames(path: Path) -> list[np.ndarray]:
+    from .frames import FrameReader
+
+    with FrameReader(path) as reader:
+        return [f.copy() for f in reader]
+
+
+def _idle_loop(frames: Sequence[np.ndarray], tail: int = 12) -> list[np.ndarray]:
+    """A ping-pong of the clip's last ``tail`` frames (mouth closed after the sentence)."""
+    end = list(frames[-tail:])
+    return end + end[-2:0:-1]
+
+
+def make_dialogue_scene(
+    path: str | Path,
+    faces: dict[str, str | Path],
+    turns: Sequence[tuple[str | None, str | Path]],
+    *,
+    sample_rate: int = 16000,
+    audio_codec: Sequence[str] = ("-c:a", "pcm_s16le"),
+) -> DialogueScene:
+    """Two talking-face clips side by side (``faces['left']``, ``faces['right']``, same size and
+    rate), taking turns.  In each turn ``(side, clip)`` the ``side`` face plays ``clip`` (a clip
+    of that same person) with its sound while the other face idles on a loop of its own closing
+    frames; with ``side=None`` both faces idle and ``clip``'s voice is heard off screen.  The
+    soundtrack is the turns' audio end to end (mono, ``sample_rate``); ``speech`` of each turn
+    comes from an energy voice-activity detector on its clip's audio."""
+    from lipsync.speakers.activity import speech_spans
+
+    from .audio import load_audio
+    from .frames import EncodeSettings, FrameWriter
+    from .probe import probe
+
+    left, right = Path(faces["left"]), Path(faces["right"])
+    video = probe(left).require_video()
+    fps, w, h = video.fps, video.width, video.height
+    idle = {"left": _idle_loop(_clip_frames(left)), "right": _idle_loop(_clip_frames(right))}
+    out = Path(path)
+    audio_parts: list[np.ndarray] = []
+    made: list[SceneTurn] = []
+    frame = 0
+    sample = 0
+    wav = out.with_name(out.stem + ".scene-audio.wav")
+    with FrameWriter(out.with_name(out.stem + ".scene-video.mkv"), width=2 * w, height=h, fps=fps, pix_fmt="bgr24",
+                     settings=EncodeSettings(crf=12, preset="veryfast", pix_fmt="yuv420p")) as writer:
+        for side, clip in turns:
+            clip = Path(clip)
+            talking = _clip_frames(clip) if side is not None else []
+            n = len(talking) or probe(clip).require_video().frame_count
+            for i in range(n):
+                halves = {s: idle[s][(frame + i) % len(idle[s])] for s in ("left", "right")}
+                if side is not None:
+                    halves[side] = talking[i]
+                writer.write(np.ascontiguousarray(np.concatenate([halves["left"], halves["right"]], axis=1)))
+            voice = load_audio(clip, sample_rate)
+            n_samples = samples_for_frames(frame + n, fps, sample_rate) - sample
+            voice = np.pad(voice[:n_samples], (0, max(0, n_samples - len(voice))))
+            audio_parts.append(voice)
+            speech = tuple((sample + a, sample + b) for a, b in speech_spans(voice, sample_rate))
+            made.append(SceneTurn(side, clip, (frame, frame + n), speech))
+            frame += n
+            sample += n_samples
+    sf.write(str(wav), np.concatenate(audio_parts), sample_rate, subtype="PCM_16")
+    video_tmp = out.with_name(out.stem + ".scene-video.mkv")
+    with atomic_path(out) as tmp:
+        subprocess.run([require_tool("ffmpeg"), "-nostdin", "-loglevel", "error", "-y", "-i", str(video_tmp), "-i", str(wav),
+                        "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *audio_codec, str(tmp)], check=True)
+    video_tmp.unlink()
+    wav.unlink()
+    return DialogueScene(out, fps, frame, sample_rate, 2 * w, h, tuple(made))
+
+
+def place_speech(path: str | Path, total_samples: int, sample_rate: int, lines: Sequence[tuple[int, str | Path]]) -> Path:
+    """A mono WAV of ``total_samples`` silence with the audio of each ``(start_sample, clip)`` laid in."""
+    from .audio import load_audio
+
+    data = np.zeros(total_samples, np.float32)
+    for start, clip in lines:
+        voice = load_audio(clip, sample_rate)[: max(0, total_samples - start)]
+        data[start : start + len(voice)] += voice
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, sample_rate, subtype="PCM_16", format="WAV")
+    return Path(path)

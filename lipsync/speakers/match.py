@@ -40,6 +40,7 @@ class TrackLink:
     speaker: str
     affinity: float
     speaking: tuple[FrameRange, ...]
+    source: str = "asd"  # or "override"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class TrackLink:
             "speaker": self.speaker,
             "affinity": round(self.affinity, 4),
             "speaking": [r.to_list() for r in self.speaking],
+            "source": self.source,
         }
 
 
@@ -132,25 +134,39 @@ def link_tracks(
     *,
     min_affinity: float = 0.15,
     speaking_threshold: float = 0.0,
+    track_overrides: Mapping[str, str | None] | None = None,
 ) -> tuple[TrackLink, ...]:
     """Link face tracks to diarized speakers shot by shot (see the module docstring).
 
     ``scores[track_id]`` holds one active-speaker logit per frame of the track.  The
     speaking ranges of a link are the frames where the speaker talks *and* the
-    track's score exceeds ``speaking_threshold``.
+    track's score exceeds ``speaking_threshold``.  ``track_overrides`` (track id ->
+    speaker, or None for "never linked") are taken as given: such a track and its
+    speaker leave that shot's assignment; an overridden link speaks wherever its
+    speaker talks (the operator said so, whatever the scores).
     """
     masks = turn_frames(turns, fps, frame_count)
-    speakers = sorted(masks)
+    speakers_all = sorted(masks)
+    fixed = dict(track_overrides or {})
     links: list[TrackLink] = []
     for shot in shots:
         shot_tracks = [t for t in tracks if t.shot_id == shot.id]
+        taken: set[str] = set()
+        for t in shot_tracks:
+            if t.id in fixed and fixed[t.id] is not None:
+                s = str(fixed[t.id])
+                own = masks.get(s, np.zeros(frame_count, bool))[t.frames.start : t.frames.end]
+                links.append(TrackLink(t.id, shot.id, s, 1.0, ranges_of(own, t.frames.start), "override"))
+                taken.add(s)
+        shot_tracks = [t for t in shot_tracks if t.id not in fixed]
+        speakers = [s for s in speakers_all if s not in taken]
         if not shot_tracks or not speakers:
             continue
         cost = np.zeros((len(shot_tracks), len(speakers)))
         for i, t in enumerate(shot_tracks):
             sl = slice(t.frames.start, t.frames.end)
             anyone = np.zeros(t.frames.duration, bool)
-            for s in speakers:
+            for s in speakers_all:
                 anyone |= masks[s][sl]
             for j, s in enumerate(speakers):
                 own = masks[s][sl]
@@ -215,11 +231,14 @@ def cast(
     frame_count: int,
     *,
     overrides: Mapping[str, str] | None = None,
+    track_overrides: Mapping[str, str | None] | None = None,
     min_affinity: float = 0.15,
+    min_overlap: float = 0.3,
 ) -> Casting:
     """Both assignments and the off-screen speakers."""
-    track_links = link_tracks(shots, tracks, scores, turns, fps, frame_count, min_affinity=min_affinity)
-    dub_links = match_dub(dub_activity, turns, overrides=overrides)
+    track_links = link_tracks(shots, tracks, scores, turns, fps, frame_count, min_affinity=min_affinity,
+                              track_overrides=track_overrides)
+    dub_links = match_dub(dub_activity, turns, overrides=overrides, min_overlap=min_overlap)
     on_screen = {link.speaker for link in track_links}
     all_speakers = sorted({t.speaker for t in turns})
     off = tuple(s for s in all_speakers if s not in on_screen)
