@@ -156,6 +156,18 @@ REQUIRED_META: dict[str, tuple[str, ...]] = {
         "params",
         "source",
     ),
+    "syncnet": (
+        "format",
+        "fps",
+        "sample_rate",
+        "mfcc_dims",
+        "mfcc_steps_per_frame",
+        "frames_per_window",
+        "crop_size",
+        "color_order",
+        "params",
+        "source",
+    ),
 }
 
 _RETINAFACE_MNET_META: dict[str, Any] = {
@@ -256,6 +268,34 @@ _WAV2LIP_SOURCE = (
     "mirrored at huggingface.co/numz/wav2lip_studio Wav2lip/"
 )
 
+# SyncNet: syncnet_python's download_model.sh fetches it over plain http from VGG Oxford; the same
+# path is served over https.  No sha256 or size is published: recorded on first pull (allow_unverified=True).
+_SYNCNET_META: dict[str, Any] = {
+    "format": "torch state_dict (plain dict of tensors; keys netcnnaud.*, netfcaud.*, netcnnlip.*, netfclip.*; "
+    "BatchNorm num_batches_tracked may be absent), loaded by lipsync.models.syncnet.load_syncnet",
+    "sha256_unverified": True,
+    "published_url": "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model",
+    "approx_size": "about 55 MB (13.64 M float32 numbers; exact size unpublished)",
+    "license_note": "syncnet_python (code and the model it downloads) is published under the MIT licence",
+    "fps": 25,
+    "sample_rate": 16000,
+    "mfcc_dims": 13,
+    "mfcc_steps_per_frame": 4,
+    "mfcc_window_steps": 20,
+    "frames_per_window": 5,
+    "crop_size": 224,
+    "crop_scale": 0.4,
+    "pad_value": 110,
+    "color_order": "BGR",
+    "value_range": (0.0, 255.0),
+    "embedding_dim": 1024,
+    "max_offset": 15,
+    "params": 13_631_616,
+    "state_dict_keys": 102,
+    "metric": "LSE-D / LSE-C (lipsync.qc.lse), as syncnet_python SyncNetInstance.evaluate",
+    "source": "github:joonson/syncnet_python download_model.sh (SyncNetModel.py, SyncNetInstance.py, run_pipeline.py)",
+}
+
 #: Every known checkpoint, by name.
 REGISTRY: dict[str, WeightsEntry] = {
     e.name: e
@@ -344,6 +384,16 @@ REGISTRY: dict[str, WeightsEntry] = {
                 ),
             },
         ),
+        WeightsEntry(
+            name="syncnet_v2",
+            family="syncnet",
+            url="https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model",
+            sha256=None,
+            size=None,
+            license="MIT (joonson/syncnet_python)",
+            filename="syncnet_v2.model",
+            meta=_SYNCNET_META,
+        ),
     )
 }
 
@@ -353,6 +403,7 @@ DEFAULTS: dict[str, str] = {
     "light_asd": "light_asd",
     # GAN variant: film dubbing is judged on picture quality first, and its sync is close to wav2lip's.
     "wav2lip": "wav2lip_gan",
+    "syncnet": "syncnet_v2",
 }
 
 

@@ -1,0 +1,375 @@
+"""LSE-D and LSE-C: SyncNet's lip-sync error, computed as syncnet_python's ``SyncNetInstance.evaluate``.
+
+These are the numbers the Wav2Lip paper (and most lip-sync work since) reports:
+LSE-D, the mean distance between lip and audio embeddings at the best offset
+(lower is better), and LSE-C, the median over offsets minus that minimum (higher
+is better).  The network is :class:`lipsync.models.syncnet.SyncNet`; every
+constant comes from its :class:`~lipsync.models.syncnet.SyncNetContract`.
+
+Face crops (:func:`syncnet_crops`, reference ``run_pipeline.crop_video``)
+    Box half-size ``s = max(w, h) / 2`` and centre of every frame of the track,
+    median-filtered over the track with kernel 13
+    (:func:`lipsync.speakers.asd.crop_geometry`: ``scipy.signal.medfilt``
+    semantics, kernel capped at ``2n - 1`` for tracks under 7 frames).  The frame
+    is padded by ``bsi = int(s * 1.8)`` pixels of 110; rows ``[y + bsi - s, y + bsi
+    + 1.8 s)`` and columns ``[x + bsi - 1.4 s, x + bsi + 1.4 s)`` of the padded
+    frame are cut (``int()`` of each bound, numpy slice clipping) and resized to
+    224 x 224 (bilinear).  Colour stays BGR, values 0..255.  The reference writes
+    these crops to an XVID file and reads them back as JPEGs; that lossy round
+    trip is not reproduced.
+
+Audio (:func:`syncnet_mfcc`)
+    ``python_speech_features.mfcc`` with its defaults on the 16 kHz signal at the
+    16-bit PCM scale (float audio is rounded from ``x * 32768`` and clipped, as
+    ffmpeg's ``pcm_s16le`` gives it to the reference).  The track's audio starts
+    at ``audio_start_sample``; samples outside the array are silence.
+
+Windows (:func:`score_lse`)
+    Frames are put on a 25 fps timeline by time (tick ``j`` shows source frame
+    ``floor((j + 0.5) * fps / 25)``; the identity at 25 fps), as the reference's
+    ``ffmpeg -r 25`` conversion does.  Window ``i`` is ticks ``i .. i+4`` as
+    ``(3, 5, 224, 224)`` and MFCC steps ``4i .. 4i+19`` as ``(1, 13, 20)``.  The
+    reference scores ``min_length - 5`` windows (it never uses the last one); here
+    every complete window is scored, ``m - 4`` for ``m`` ticks, because the audio is
+    read past the track's end (zeros past the array): pass ``drop_last=True`` for
+    the reference's count.  The reference drops tracks of 100 frames or fewer;
+    here any track of at least 5 ticks is scored.
+
+Distances and scores (:func:`calc_pdist`, :func:`lse_from_distances`)
+    Audio embeddings are zero-padded by 15 windows on each side; window ``i``'s lip
+    embedding is compared (``torch.nn.functional.pairwise_distance``, eps 1e-6)
+    with padded audio embeddings ``i .. i+30`` -- audio shifted by ``-15 .. +15``
+    frames.  ``mdist`` is the mean over windows per shift; ``offset = 15 -
+    argmin(mdist)``, ``LSE-D = min(mdist)``, ``LSE-C = median(mdist) - min(mdist)``.
+    The framewise confidence is ``median(mdist) - dists[:, argmin]`` median-filtered
+    with kernel 9 (``scipy.signal.medfilt``: zero padding at both ends).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dubcore.records import FaceTrack
+from dubcore.timebase import RateLike
+from lipsync.models.syncnet import SyncNetContract
+
+if TYPE_CHECKING:
+    from lipsync.media.probe import MediaInfo
+    from lipsync.models.syncnet import SyncNet
+
+__all__ = [
+    "LseScores",
+    "calc_pdist",
+    "crop_face",
+    "lse_from_distances",
+    "medfilt_zero",
+    "score_lse",
+    "syncnet_crops",
+    "syncnet_embeddings",
+    "syncnet_mfcc",
+]
+
+CONTRACT = SyncNetContract()
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def _mfcc_contract(c: SyncNetContract) -> Any:
+    """The :class:`~lipsync.models.light_asd.LightASDContract` whose MFCC settings are ``c``'s."""
+    from lipsync.models.light_asd import LightASDContract
+
+    return LightASDContract(
+        sample_rate=c.sample_rate,
+        mfcc_dims=c.mfcc_dims,
+        audio_steps_per_frame=c.mfcc_steps_per_frame,
+        audio_rate_hz=c.fps * c.mfcc_steps_per_frame,
+        fps=c.fps,
+        mfcc_winlen=c.mfcc_winlen,
+        mfcc_winstep=c.mfcc_winstep,
+        mfcc_nfilt=c.mfcc_nfilt,
+        mfcc_nfft=c.mfcc_nfft,
+        mfcc_preemph=c.mfcc_preemph,
+        mfcc_ceplifter=c.mfcc_ceplifter,
+        mfcc_append_energy=c.mfcc_append_energy,
+        audio_scale=c.audio_scale,
+    )
+
+
+def syncnet_mfcc(audio_16k: np.ndarray, *, steps: int | None = None, contract: SyncNetContract = CONTRACT) -> np.ndarray:
+    """``(T, 13)`` float32 MFCC of 16 kHz mono audio, as ``python_speech_features.mfcc(pcm16, 16000)``.
+
+    Float audio (-1..1) is put on the 16-bit PCM scale (``round(x * 32768)``,
+    clipped); integer PCM is used as is.  ``steps`` fixes ``T`` (zero padding at
+    the end); by default ``T`` is python_speech_features' frame count.  The same
+    arithmetic as :func:`lipsync.models.light_asd.mfcc`, which it calls.
+    """
+    from lipsync.models.light_asd import mfcc
+
+    return mfcc(np.asarray(audio_16k), _mfcc_contract(contract), steps=steps)
+
+
+def _audio_segment(audio_16k: np.ndarray, start: int, length: int) -> np.ndarray:
+    """``length`` samples of ``audio_16k`` from ``start`` (may be negative), zeros outside the array."""
+    seg = np.zeros(length, dtype=np.float32)
+    a0, a1 = max(int(start), 0), min(int(start) + length, len(audio_16k))
+    if a1 > a0:
+        seg[a0 - start : a1 - start] = np.asarray(audio_16k[a0:a1], dtype=np.float32)
+    return seg
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def medfilt_zero(values: np.ndarray, kernel: int) -> np.ndarray:
+    """``scipy.signal.medfilt(values, kernel)`` for 1-D input: zero padding of ``kernel // 2`` at both ends, any length."""
+    x = np.asarray(values, dtype=np.float64)
+    if kernel % 2 != 1:
+        raise ValueError(f"median kernel must be odd, got {kernel}")
+    if len(x) == 0 or kernel == 1:
+        return x.copy()
+    half = kernel // 2
+    padded = np.concatenate([np.zeros(half), x, np.zeros(half)])
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, kernel), axis=1)
+
+
+@dataclass(frozen=True)
+class LseScores:
+    """SyncNet's verdict on one face track against one audio.
+
+    ``lse_d``: mean embedding distance at the best offset (lower is better);
+    ``lse_c``: ``median(mdist) - lse_d`` (higher is better); ``offset``: the
+    audio-to-video offset in 25 fps frames, ``max_offset - argmin(mdist)``
+    (the reference's sign: positive when the sound that fits frame ``i`` is at
+    frame ``i - offset``, i.e. the audio is ahead of the picture); ``mdist``: mean distance per shift, ``-max_offset ..
+    +max_offset``; ``framewise_conf``: per window, median-filtered (kernel 9).
+    """
+
+    lse_d: float
+    lse_c: float
+    offset: int
+    mdist: tuple[float, ...]
+    framewise_conf: tuple[float, ...]
+
+    @property
+    def windows(self) -> int:
+        return len(self.framewise_conf)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lse_d": self.lse_d,
+            "lse_c": self.lse_c,
+            "offset": self.offset,
+            "windows": self.windows,
+            "mdist": list(self.mdist),
+            "framewise_conf": list(self.framewise_conf),
+        }
+
+
+def lse_from_distances(dists: np.ndarray, *, median_kernel: int = CONTRACT.median_kernel) -> LseScores:
+    """LSE of a ``(n_windows, 2 * max_offset + 1)`` distance matrix (:func:`calc_pdist`), as the reference's ``evaluate``.
+
+    ``max_offset`` is read from the width; ties in the minimum go to the first
+    (lowest) shift.  ``fdist`` is each window's distance at the *global* best
+    shift, ``fconf = median(mdist) - fdist``, median-filtered with ``median_kernel``.
+    """
+    d = np.asarray(dists, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] < 1 or d.shape[1] < 1 or d.shape[1] % 2 != 1:
+        raise ValueError(f"lse_from_distances: expected a (n_windows >= 1, 2 * max_offset + 1) matrix, got shape {d.shape}")
+    if not np.all(np.isfinite(d)):
+        raise ValueError("lse_from_distances: distances must be finite")
+    max_offset = (d.shape[1] - 1) // 2
+    mdist = d.mean(axis=0)
+    minidx = int(np.argmin(mdist))
+    minval = float(mdist[minidx])
+    med = float(np.median(mdist))
+    fconf = med - d[:, minidx]
+    fconfm = medfilt_zero(fconf, median_kernel)
+    return LseScores(
+        lse_d=minval,
+        lse_c=med - minval,
+        offset=max_offset - minidx,
+        mdist=tuple(float(v) for v in mdist),
+        framewise_conf=tuple(float(v) for v in fconfm),
+    )
+
+
+def calc_pdist(lip_emb: Any, aud_emb: Any, vshift: int = CONTRACT.max_offset, *, chunk: int = 256) -> np.ndarray:
+    """``(N, 2 * vshift + 1)`` float32 distances between lip window ``i`` and audio window ``i + k - vshift``.
+
+    As the reference's ``calc_pdist``: the audio embeddings are zero-padded by
+    ``vshift`` rows on both ends and row ``i`` is
+    ``pairwise_distance(lip[i], aud_padded[i : i + 2 * vshift + 1])`` (p = 2, eps
+    1e-6 added to the difference).  Takes numpy arrays or torch tensors ``(N, D)``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    lip = torch.as_tensor(lip_emb).detach().to("cpu", torch.float32)
+    aud = torch.as_tensor(aud_emb).detach().to("cpu", torch.float32)
+    if lip.ndim != 2 or lip.shape != aud.shape:
+        raise ValueError(f"calc_pdist: lip and audio embeddings must both be (N, D), got {tuple(lip.shape)} and {tuple(aud.shape)}")
+    if vshift < 0:
+        raise ValueError(f"calc_pdist: vshift must be >= 0, got {vshift}")
+    n, width = lip.shape[0], 2 * vshift + 1
+    padded = F.pad(aud, (0, 0, vshift, vshift))
+    shifts = torch.arange(width)
+    out = torch.empty((n, width), dtype=torch.float32)
+    for a in range(0, n, chunk):
+        b = min(a + chunk, n)
+        idx = torch.arange(a, b)[:, None] + shifts[None, :]
+        out[a:b] = F.pairwise_distance(lip[a:b, None, :].expand(-1, width, -1), padded[idx])
+    return out.numpy()
+
+
+# --------------------------------------------------------------------------- crops
+
+
+def crop_face(frame: np.ndarray, x: float, y: float, s: float, contract: SyncNetContract = CONTRACT) -> np.ndarray:
+    """syncnet_python's ``crop_video`` crop of a BGR ``frame``: ``(224, 224, 3)`` uint8 around centre ``(x, y)``, half-size ``s``.
+
+    Equivalent to padding the frame by ``bsi = int(s * (1 + 2 * cs))`` pixels of
+    ``pad_value`` and slicing rows ``[int(y + bsi - s), int(y + bsi + s (1 + 2 cs)))``
+    and columns ``[int(x + bsi - s (1 + cs)), int(x + bsi + s (1 + cs)))``, without
+    building the padded frame.  Ends past the padded frame are clipped as numpy
+    slicing clips them; a start before it (a centre far outside the picture) is
+    clamped to 0 instead of wrapping around.
+    """
+    import cv2
+
+    c = contract
+    cs, bs = c.crop_scale, float(s)
+    bsi = int(bs * (1 + 2 * cs))
+    h, w = frame.shape[:2]
+    my, mx = y + bsi, x + bsi
+    ph, pw = h + 2 * bsi, w + 2 * bsi
+    r0, r1 = int(my - bs), int(my + bs * (1 + 2 * cs))
+    c0, c1 = int(mx - bs * (1 + cs)), int(mx + bs * (1 + cs))
+    r0, r1 = min(max(r0, 0), ph), min(max(r1, 0), ph)
+    c0, c1 = min(max(c0, 0), pw), min(max(c1, 0), pw)
+    size = c.crop_size
+    channels = frame.shape[2:]
+    if r1 <= r0 or c1 <= c0:
+        return np.full((size, size) + channels, c.pad_value, dtype=np.uint8)
+    region = np.full((r1 - r0, c1 - c0) + channels, c.pad_value, dtype=np.uint8)
+    fr0, fr1 = max(r0 - bsi, 0), min(r1 - bsi, h)
+    fc0, fc1 = max(c0 - bsi, 0), min(c1 - bsi, w)
+    if fr1 > fr0 and fc1 > fc0:
+        region[fr0 + bsi - r0 : fr1 + bsi - r0, fc0 + bsi - c0 : fc1 + bsi - c0] = frame[fr0:fr1, fc0:fc1]
+    return cv2.resize(region, (size, size))  # bilinear, cv2's default as in the reference
+
+
+def syncnet_crops(
+    video: str | os.PathLike[str],
+    track: FaceTrack,
+    *,
+    info: "MediaInfo | None" = None,
+    contract: SyncNetContract = CONTRACT,
+) -> np.ndarray:
+    """``(n, 224, 224, 3)`` uint8 BGR crops of every frame of ``track`` in ``video`` (see the module docstring).
+
+    Only the track's frames are decoded; only the crops are kept.
+    """
+    from lipsync.media.frames import FrameReader
+    from lipsync.models.light_asd import LightASDContract
+    from lipsync.speakers.asd import crop_geometry
+
+    n = track.frames.duration
+    out = np.empty((n, contract.crop_size, contract.crop_size, 3), dtype=np.uint8)
+    if n == 0:
+        return out
+    geom = crop_geometry(track, LightASDContract(box_median_kernel=contract.box_median_kernel))
+    got = 0
+    with FrameReader(video, frames=track.frames, pix_fmt="bgr24", info=info) as reader:
+        for j, frame in enumerate(reader):
+            x, y, s = geom[j]
+            out[j] = crop_face(frame, float(x), float(y), float(s), contract)
+            got += 1
+    if got != n:
+        raise ValueError(f"{video}: read {got} of the {n} frames of track {track.id}")
+    return out
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def syncnet_embeddings(
+    crops: np.ndarray,
+    ticks: np.ndarray,
+    mfcc: np.ndarray,
+    windows: int,
+    model: "SyncNet",
+    *,
+    batch_size: int = 20,
+) -> tuple[Any, Any]:
+    """Lip and audio embeddings ``(windows, 1024)`` (torch, CPU) of windows ``0 .. windows-1``.
+
+    Window ``i``: crops ``ticks[i : i + 5]`` as ``(3, 5, 224, 224)`` float BGR
+    0..255, and ``mfcc[4i : 4i + 20]`` transposed to ``(1, 13, 20)``.
+    """
+    import torch
+
+    c = model.contract
+    fw, step, span = c.frames_per_window, c.mfcc_steps_per_frame, c.mfcc_window_steps
+    device = next(model.parameters()).device
+    cc = np.ascontiguousarray(np.asarray(mfcc, dtype=np.float32).T)  # (13, T)
+    lips, auds = [], []
+    with torch.inference_mode():
+        for a in range(0, windows, batch_size):
+            idx = range(a, min(a + batch_size, windows))
+            im = np.stack([crops[ticks[i : i + fw]] for i in idx])  # (B, 5, H, W, 3) uint8
+            im_t = torch.from_numpy(im).to(device).permute(0, 4, 1, 2, 3).float()
+            lips.append(model.forward_lip(im_t).float().cpu())
+            au = np.stack([cc[:, step * i : step * i + span] for i in idx])[:, None]  # (B, 1, 13, 20)
+            auds.append(model.forward_aud(torch.from_numpy(au).to(device)).float().cpu())
+    return torch.cat(lips), torch.cat(auds)
+
+
+def score_lse(
+    crops: np.ndarray,
+    audio_16k: np.ndarray,
+    audio_start_sample: int,
+    model: "SyncNet",
+    *,
+    fps: RateLike = 25,
+    batch_size: int = 20,
+    drop_last: bool = False,
+) -> LseScores:
+    """LSE of a track's :func:`syncnet_crops` against 16 kHz audio whose sample ``audio_start_sample`` is the track's start.
+
+    ``crops`` are at ``fps`` (mapped to 25 fps by time); audio outside the array
+    is silence.  Every complete 5-tick window is scored (``drop_last=True``:
+    one fewer, the reference's ``lastframe = min_length - 5``).  Raises
+    ``ValueError`` when there are fewer than 5 frames (or 25 fps ticks).
+    """
+    from lipsync.speakers.asd import tick_frames
+
+    c = model.contract
+    faces = np.asarray(crops)
+    if faces.ndim != 4 or faces.shape[1:] != (c.crop_size, c.crop_size, 3):
+        raise ValueError(f"score_lse: expected (n, {c.crop_size}, {c.crop_size}, 3) BGR crops, got shape {faces.shape}")
+    if faces.dtype != np.uint8:
+        raise ValueError(f"score_lse: expected uint8 crops, got {faces.dtype}")
+    n = faces.shape[0]
+    ticks = tick_frames(n, fps, c.fps)
+    windows = len(ticks) - c.frames_per_window + 1 - (1 if drop_last else 0)
+    if n < c.frames_per_window or windows < 1:
+        raise ValueError(
+            f"score_lse: {n} frames at {fps} fps ({len(ticks)} ticks at {c.fps} fps) are too few: SyncNet needs "
+            f"{c.frames_per_window + (1 if drop_last else 0)} ticks"
+        )
+    audio = np.asarray(audio_16k)
+    if audio.ndim != 1:
+        raise ValueError(f"score_lse: expected mono 16 kHz audio, got shape {audio.shape}")
+    steps = c.mfcc_steps_per_frame * (windows - 1) + c.mfcc_window_steps
+    hop = int(round(c.mfcc_winstep * c.sample_rate))
+    win = int(round(c.mfcc_winlen * c.sample_rate))
+    seg = _audio_segment(audio, int(audio_start_sample), (steps - 1) * hop + win)
+    mfcc = syncnet_mfcc(seg, steps=steps, contract=c)
+    lip, aud = syncnet_embeddings(faces, ticks, mfcc, windows, model, batch_size=batch_size)
+    return lse_from_distances(calc_pdist(lip, aud, c.max_offset), median_kernel=c.median_kernel)
+
