@@ -69,6 +69,32 @@ class DubTracks(_Strict):
         return out
 
 
+class QCThresholdOptions(_Strict):
+    """Verdict thresholds of QC (see lipsync.qc.report for the rules); defaults are the documented ones."""
+
+    lse_c_drop_pass: float = Field(1.0, description="Pass: LSE-C at most this far below the original shot's.")
+    lse_d_rise_pass: float = Field(0.5, description="Pass: LSE-D at most this far above the original shot's.")
+    lse_c_drop_fail: float = Field(3.0, description="Fail: LSE-C more than this far below the original shot's.")
+    lse_c_pass: float = Field(6.0, description="Without a reference, pass needs at least this LSE-C.")
+    lse_d_pass: float = Field(8.0, description="Without a reference, pass needs at most this LSE-D.")
+    lse_c_fail: float = Field(3.0, description="Without a reference, LSE-C below this fails.")
+    max_offset_pass: int = Field(1, ge=0, description="Pass needs |offset| of at most this many frames.")
+    max_offset_fail: int = Field(3, ge=0, description="|offset| above this many frames fails.")
+    asd_confidence_pass: float = Field(0.1, description="Light-ASD-only verdicts need at least this confidence (Light-ASD logit scale: top-minus-median of the shift curve, 0.05-0.26 on GRID clips; not LSE-C).")
+
+
+class QCRetryOptions(_Strict):
+    """A second take of every re-voiced shot whose QC verdict is in ``on``, with other crop and blend
+    parameters; QC picks the better take (verdict first, then sync quality) and the film is re-assembled."""
+
+    enabled: bool = Field(False, description="Re-render shots that fail QC once, with the parameters below.")
+    on: tuple[Literal["fail", "review"], ...] = Field(("fail",), description="Verdicts that trigger a second take.")
+    crop_top: float = Field(0.05, description="Crop padding above the face box, as a fraction of its height.")
+    crop_bottom: float = Field(0.2, description="Crop padding below the face box (the chin), as a fraction of its height.")
+    feather: float = Field(0.12, gt=0, description="Feather of the blend mask, as a fraction of the crop size.")
+    batch_size: int | None = Field(None, ge=1, description="Faces per generator batch for the second take.")
+
+
 class JobOptions(_Strict):
     shot_detectors: tuple[str, ...] = Field(("content", "fade"), description="Shot detectors to run (content, adaptive, fade).")
     min_shot_frames: int = Field(15, ge=1, description="Shortest shot in frames; closer cuts are merged.")
@@ -117,6 +143,17 @@ class JobOptions(_Strict):
     num_speakers: int | None = Field(None, ge=1, description="Number of speakers in the original, when known (helps diarization).")
     dub_num_speakers: int | None = Field(None, ge=1, description="Number of speakers in a mixed dub dialogue stem, when known.")
     asd_weights: str = Field("light_asd", description="Active-speaker-detection weights: a model-store entry or a checkpoint path.")
+    qc: Literal["auto", "on", "off"] = Field("auto", description="QC of every re-voiced face (LSE-D / LSE-C): 'auto' when lip-syncing.")
+    qc_syncnet_weights: str = Field(
+        "syncnet_v2", description="SyncNet weights for LSE (model-store entry or path); absent: Light-ASD sync only, said in the report."
+    )
+    qc_thresholds: QCThresholdOptions = Field(default_factory=QCThresholdOptions, description="QC verdict thresholds.")
+    qc_retry: QCRetryOptions = Field(default_factory=QCRetryOptions, description="Second takes of shots that fail QC.")
+
+    @property
+    def runs_qc(self) -> bool:
+        """Whether QC runs: 'on', or 'auto' while lip-syncing."""
+        return self.qc == "on" or (self.qc == "auto" and bool(self.lipsync_checkpoint))
 
     @property
     def runs_speakers(self) -> bool:

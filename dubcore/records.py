@@ -7,7 +7,7 @@ dicts; the files that carry them are versioned by :mod:`dubcore.schema`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Iterable, Literal, Sequence
 
@@ -182,6 +182,11 @@ class FaceTrack:
         if frame not in self.frames:
             return None
         return self.observations[frame - self.frames.start]
+
+    def shifted(self, offset: int) -> "FaceTrack":
+        """The same track on a timeline moved by ``offset`` frames (e.g. inside a shot's own segment)."""
+        obs = tuple(replace(o, frame=o.frame + offset) for o in self.observations)
+        return replace(self, frames=FrameRange(self.frames.start + offset, self.frames.end + offset), observations=obs)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -24,6 +24,7 @@ from tasks.assemble import assemble_task
 from tasks.faces import faces_shot_task, write_faces_task
 from tasks.ingest import dialogue_task, mix_audio_task, preflight_task
 from tasks.lipsync import lipsync_shots_task, passthrough_task
+from tasks.qc import progress_update, qc_report_task, qc_shot_task, start_progress
 from tasks.report import report_task
 from tasks.shots import detect_shots_task
 from tasks.speakers import (
@@ -51,7 +52,7 @@ def speakers_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path):  
     return cast_task(shots, tracks, asd, diarization, voices, job, pre.info, root)
 
 
-def lipsync_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path, plan=None) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+def lipsync_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path, plan=None, jobs_out: list | None = None) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
     """Shots with a face to re-voice go to the Wav2Lip workers; the others (or all, without a checkpoint) pass through.
 
     With a speaker plan, each face is driven by its dubbed voice where it speaks and
@@ -85,6 +86,8 @@ def lipsync_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path, pla
                                 track_audio={tid: d.audio for tid, d in drives.items()},
                                 speaking={tid: d.speaking for tid, d in drives.items()}, shot_id=shot.id))
         renders.update(lipsync_shots_task(jobs, {s.id: s for s in shots}, job.options, root / "shots"))
+        if jobs_out is not None:
+            jobs_out.extend(jobs)
         return renders
     dialogue = dialogue_task(job, pre, scratch / "dialogue_16k.wav", scratch / "dialogue_stems")
     for shot, tracking in zip(shots, faces):
@@ -95,7 +98,114 @@ def lipsync_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path, pla
         jobs.append(ShotJob(str(pre.film), video.fps, shot.frames, tracking.tracks, str(dialogue.path),
                             str(root / "shots" / shot.id / "segment.mkv"), shot_id=shot.id))
     renders.update(lipsync_shots_task(jobs, {s.id: s for s in shots}, job.options, root / "shots"))
+    if jobs_out is not None:
+        jobs_out.extend(jobs)
     return renders
+
+
+def qc_location(job: DubJob) -> str:
+    """Where the HTML QC report will be once the run is published (a URL for the link artifact)."""
+    out = str(job.output)
+    if "://" in out:
+        return out.rstrip("/") + "/qc/report.html"
+    return (Path(out).resolve() / "qc" / "report.html").as_uri()
+
+
+def qc_stage(job: DubJob, pre, shots, faces, renders, plan, film: Path, root: Path, scratch: Path, shot_jobs=()):  # type: ignore[no-untyped-def]
+    """Measure every re-voiced face of the delivered film, shot by shot; qc/ reports and artifacts."""
+    import numpy as np
+
+    from lipsync.qc.report import QCReport
+    from lipsync.qc.shots import array_source, wav_source
+    from lipsync.speakers import stage
+    from tasks.qc import load_qc_models, thresholds_of
+    from tasks.faces import _device
+
+    video = pre.info.require_video()
+    fps = video.fps
+    out_info = probe(film)
+    if plan is not None:
+        voices = {d.track_id: d.voice for d in plan.drives}
+        voice_audio = {v.name: wav_source(v.audio, fps) for v in plan.voices}
+    else:
+        voices = {}
+        voice_audio = {"": wav_source(scratch / "dialogue_16k.wav", fps)}
+    original = None
+    if pre.info.audio:  # the speaker stage's 16 kHz memory map when it ran, else decoded now
+        raw = scratch / "original_16k.f32"
+        audio = np.memmap(raw, dtype="<f4", mode="r") if raw.exists() and raw.stat().st_size else stage.original_audio(pre.film, scratch)
+        original = array_source(audio, fps)
+    _, notes = load_qc_models(job.options.qc_syncnet_weights, job.options.asd_weights, _device(job.options.lipsync_device))
+    progress = start_progress(len(shots))
+    results = []
+    for i, (shot, tracking) in enumerate(zip(shots, faces)):
+        render = renders.get(shot.id, {"status": "unchanged", "reason": "not rendered"})
+        results.append(qc_shot_task(shot, render, tracking.tracks, voices, pre.film, film, original, voice_audio,
+                                    job.options, fps, pre.info, out_info))
+        progress_update(progress, i + 1, len(shots))
+    models, _ = load_qc_models(job.options.qc_syncnet_weights, job.options.asd_weights, _device(job.options.lipsync_device))
+    report = QCReport(job.title or pre.film.stem, pre.film.name, str(fps), thresholds_of(job.options), tuple(results),
+                      {**models.signals(), "notes": list(notes)})
+    if job.options.qc_retry.enabled:
+        report = retry_stage(job, pre, shots, faces, renders, report, shot_jobs, voices, original, voice_audio, fps, root)
+    qc_report_task(report, root / "qc", qc_location(job))
+    return report
+
+
+def retry_stage(job: DubJob, pre, shots, faces, renders, report, shot_jobs, voices, original, voice_audio, fps, root: Path):  # type: ignore[no-untyped-def]
+    """Second takes of the shots whose verdict is in ``options.qc_retry.on``: re-rendered with the retry's
+    crop / blend / batch parameters, measured on their lossless segment, and kept when better
+    (:func:`lipsync.qc.shots.take_score`).  Updates ``renders`` in place; returns the QC report with the
+    kept takes' measurements."""
+    import dataclasses
+
+    from dubcore.schema import write_json
+    from lipsync.inference import LipSyncParams
+    from lipsync.qc.shots import take_score
+
+    logger = get_run_logger()
+    r = job.options.qc_retry
+    base = LipSyncParams()
+    params = LipSyncParams(crop=dataclasses.replace(base.crop, top=r.crop_top, bottom=r.crop_bottom),
+                           blend=dataclasses.replace(base.blend, feather=r.feather), batch_size=r.batch_size or job.options.lipsync_batch_size)
+    by_shot = {j.shot_id: j for j in shot_jobs}
+    first = {s.shot_id: s for s in report.shots}
+    todo = [s for s in report.shots if s.status == "rendered" and s.verdict in r.on and s.shot_id in by_shot]
+    if not todo:
+        return report
+    takes = [dataclasses.replace(by_shot[s.shot_id], out=str(Path(by_shot[s.shot_id].out).with_name("segment.take2.mkv")), params=params)
+             for s in todo]
+    second = lipsync_shots_task(takes, {s.id: s for s in shots}, job.options, root / "shots")
+    shot_of = {s.id: s for s in shots}
+    tracks_of = {f.shot_id: f.tracks for f in faces}
+    kept = dict(first)
+    for s in todo:
+        sid = s.shot_id
+        take = second[sid]
+        segment = Path(take["segment"])
+        reference = {t.track_id: t.reference for t in s.tracks}
+        measured = qc_shot_task(shot_of[sid], take, tracks_of[sid], voices, pre.film, segment, original, voice_audio,
+                                job.options, fps, pre.info, probe(segment), shot_of[sid].frames.start, reference)
+        a, b = take_score(s), take_score(measured)
+        better = b > a
+        logger.info("%s: take 1 %s %s, take 2 %s %s: keeping take %d", sid, s.verdict, a, measured.verdict, b, 2 if better else 1)
+        note = {"takes": [{"take": 1, "verdict": s.verdict, "score": list(a)}, {"take": 2, "verdict": measured.verdict, "score": list(b),
+                                                                 "params": {"crop_top": r.crop_top, "crop_bottom": r.crop_bottom,
+                                                                            "feather": r.feather}}],
+                "kept": 2 if better else 1}
+        if better:
+            final = Path(by_shot[sid].out)
+            segment.replace(final)
+            renders[sid] = {**take, "segment": str(final), "retry": note}
+            kept[sid] = dataclasses.replace(measured, thumbnails=s.thumbnails | {"after": measured.thumbnails.get("after", "")})
+        else:
+            segment.unlink(missing_ok=True)
+            renders[sid] = {**renders[sid], "retry": note}
+        write_json(root / "shots" / sid / "shot.json", "report", {"shot": shot_of[sid].to_dict(), "render": renders[sid]})
+    from lipsync.qc.report import QCReport
+
+    return QCReport(report.title, report.film, report.fps, report.thresholds, tuple(kept[s.shot_id] for s in report.shots),
+                    {**report.signals, "retried": [s.shot_id for s in todo]})
 
 
 @flow(name="dub-film", log_prints=True, validate_parameters=True)
@@ -138,7 +248,8 @@ def dub_film(job: DubJob) -> dict[str, Any]:
                 logger.warning("%s has no audio: no speaker detection; every face is driven by the whole dub dialogue", pre.film)
 
         t0 = time.perf_counter()
-        renders = lipsync_stage(job, pre, shots, faces, root, scratch, plan)
+        shot_jobs: list = []
+        renders = lipsync_stage(job, pre, shots, faces, root, scratch, plan, shot_jobs)
         segments = {sid: Path(r["segment"]) for sid, r in renders.items() if r.get("segment")}
         timings["lipsync"] = time.perf_counter() - t0
 
@@ -147,7 +258,20 @@ def dub_film(job: DubJob) -> dict[str, Any]:
         assemble_task(pre.film, pre.info, shots, segments, mix.path, out, encode_settings(job), job.options.audio_codec)
         timings["assemble"] = time.perf_counter() - t0
 
+        qc = None
+        if job.options.runs_qc:
+            t0 = time.perf_counter()
+            qc = qc_stage(job, pre, shots, faces, renders, plan, out, root, scratch, shot_jobs)
+            timings["qc"] = time.perf_counter() - t0
+            if any(r.get("retry", {}).get("kept") == 2 for r in renders.values()):  # a second take replaced a segment
+                t0 = time.perf_counter()
+                segments = {sid: Path(r["segment"]) for sid, r in renders.items() if r.get("segment")}
+                assemble_task(pre.film, pre.info, shots, segments, mix.path, out, encode_settings(job), job.options.audio_codec)
+                timings["assemble_retakes"] = time.perf_counter() - t0
+
         report = build_report(job, pre, mix, shots, renders, out, probe(out), timings)
+        report["qc"] = {"status": "not run", "reason": "options.qc is off, or lip-sync is not requested"} if qc is None else {
+            "summary": qc.counts, "report": "qc/report.json", "html": "qc/report.html", "signals": dict(qc.signals)}
         tracks_by_shot = {r.shot_id: r for r in faces}
         for entry in report["shots"]:
             r = tracks_by_shot[entry["id"]]

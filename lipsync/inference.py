@@ -353,6 +353,15 @@ class LipSyncEngine:
         self.params = params
         self.batch_size = params.batch_size or (128 if self.device.type == "cuda" else 16)
 
+    def with_params(self, params: LipSyncParams) -> "LipSyncEngine":
+        """The same loaded generator with other crop / blend / batch parameters (for a second take)."""
+        import copy
+
+        other = copy.copy(self)
+        other.params = params
+        other.batch_size = params.batch_size or self.batch_size
+        return other
+
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu", params: LipSyncParams = LipSyncParams(), store: str | None = None) -> "LipSyncEngine":
         from . import store as model_store

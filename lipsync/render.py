@@ -39,6 +39,7 @@ class ShotJob:
     track_audio: Mapping[str, str] | None = None
     speaking: Mapping[str, tuple[FrameRange, ...]] | None = None
     shot_id: str = ""
+    params: LipSyncParams | None = None  # other crop / blend / batch than the worker's (a second take)
 
 
 def read_track_audio(path: str | Path, frames: FrameRange, fps: Fraction, sample_rate: int, tail_samples: int) -> np.ndarray:
@@ -75,7 +76,8 @@ class LipSyncWorker:
             audio = read_track_audio(src, job.frames, job.fps, c.sample_rate, tail)
             speaking = None if job.speaking is None else job.speaking.get(track.id)
             drives.append(TrackDrive(track, audio, speaking))
-        return self.engine.render_shot(job.video, job.frames, drives, job.out)
+        engine = self.engine if job.params is None else self.engine.with_params(job.params)
+        return engine.render_shot(job.video, job.frames, drives, job.out)
 
 
 def render_summary(render: ShotRender) -> dict[str, Any]:

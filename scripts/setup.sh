@@ -11,6 +11,14 @@ if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; 
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null
 fi
 
+# Chromium renders the HTML QC report in the tests (headless).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium (apt), for the QC report tests"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 PY=${PYTHON:-python3}
 # webrtcvad (resemblyzer's dependency) ships no wheel: it compiles, needing a C compiler and Python headers.
 pyinc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')

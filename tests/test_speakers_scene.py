@@ -244,3 +244,22 @@ def test_the_flow_lipsyncs_each_face_with_its_own_voice_only(matched, scene, tmp
     assert _face_psnr(scene.path, film, inner(his), right_box) > 45  # hers untouched while he talks
     assert _face_psnr(scene.path, film, offscreen, left_box) > 45 and _face_psnr(scene.path, film, offscreen, right_box) > 45
     assert _face_psnr(scene.path, film, inner(his), left_box) < 35  # random weights: his mouth is re-drawn
+    # QC of the delivered film: both re-voiced faces measured (Light-ASD only: no SyncNet weights in the store).
+    qc = json.loads((out / "qc" / "report.json").read_text())
+    (qshot,) = qc["shots"]
+    assert sorted(t["track"] for t in qshot["tracks"]) == sorted(drives)
+    assert all(t["lse"] is None and len(t["asd"]["curve"]) == 31 for t in qshot["tracks"])
+    assert any("SyncNet weights unavailable" in n for n in qc["signals"]["notes"])
+    assert report["qc"]["summary"] == qc["summary"]
+    # The table artifact is in the Prefect API, one row per re-voiced face.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:  # the newest version of the key: this run's
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dub-film-qc"])),
+                                            sort=ArtifactSort.CREATED_DESC, limit=1)
+    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert artifact.type == "table"
+    assert sorted(row["track"] for row in table) == sorted(drives)
+    assert {row["verdict"] for row in table} <= {"pass", "review", "fail"}
