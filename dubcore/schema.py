@@ -27,6 +27,7 @@ VERSIONS: dict[str, int] = {
     "asd": 1,
     "qc": 1,
     "models": 1,
+    "success": 1,
 }
 
 

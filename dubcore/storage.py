@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -47,6 +48,11 @@ class Storage(ABC):
     @abstractmethod
     def stage(self, dest: str) -> Staging:
         """Open a staging area whose contents ``commit`` publishes at ``dest``."""
+
+    def read_bytes(self, uri: str) -> bytes:
+        """The whole content of the object at ``uri`` (small files: manifests, markers)."""
+        with tempfile.TemporaryDirectory(prefix="dub-film-read-") as tmp:
+            return self.local_path(uri, Path(tmp)).read_bytes()
 
 
 class LocalStaging(Staging):
@@ -100,8 +106,17 @@ class LocalStorage(Storage):
         return LocalStaging(self._path(dest))
 
 
-#: Storage backends by URI scheme.  ``s3`` is added by the S3 module when available.
-BACKENDS: dict[str, Callable[[], Storage]] = {"file": LocalStorage}
+def _s3_backend() -> Storage:
+    """``s3://``: :class:`dubcore.s3.S3Storage`, imported only when an s3:// URI is opened (boto3 is heavy)."""
+    try:
+        from dubcore.s3 import S3Storage
+    except ImportError as exc:
+        raise StorageError(f"s3:// storage needs boto3, which cannot be imported ({exc}); pip install boto3") from exc
+    return S3Storage()
+
+
+#: Storage backends by URI scheme (factories; ``s3`` imports boto3 on first use).
+BACKENDS: dict[str, Callable[[], Storage]] = {"file": LocalStorage, "s3": _s3_backend}
 
 
 def scheme_of(uri: str) -> str:
