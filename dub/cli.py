@@ -39,11 +39,12 @@ def _fail(message: str, code: int = 2) -> None:
 @contextmanager
 def _errors() -> Iterator[None]:
     """Turn the library's clear errors into one red line and a non-zero exit, no traceback."""
+    from dubcore.storage import StorageError
     from lipsync.media.errors import MediaError
 
     try:
         yield
-    except (MediaError, ManifestError, SchemaError, FileNotFoundError, ValueError) as exc:
+    except (MediaError, ManifestError, SchemaError, StorageError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -115,23 +116,27 @@ def shots(
 
 @app.command()
 def run(
-    manifest: Path = typer.Argument(..., help="Job manifest (YAML or JSON)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (overrides the manifest's)."),
+    manifest: str = typer.Argument(..., help="Job manifest (YAML or JSON): a path, or a URI such as s3://bucket/jobs/film.yaml."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder or URI (s3://bucket/prefix); overrides the manifest's."),
 ) -> None:
     """Run the whole dub-film flow locally on one job."""
     from dubcore.manifest import load_manifest
 
     with _errors():
-        job = load_manifest(manifest)
-        if out is not None:
-            job = job.model_copy(update={"output": str(out.resolve())})
-        if not job.output:
-            raise ValueError(f"{manifest}: no output folder; give `--out DIR` or `output:` in the manifest")
-        result = _run_flow(job)
+        if "://" in manifest and not manifest.startswith("file://"):  # read by the flow, from storage
+            out_uri = out if out is None or "://" in out else str(Path(out).resolve())
+            result = _run_flow(None, manifest=manifest, output=out_uri)
+        else:
+            job = load_manifest(manifest)
+            if out is not None:
+                job = job.model_copy(update={"output": out if "://" in out else str(Path(out).resolve())})
+            if not job.output:
+                raise ValueError(f"{manifest}: no output folder; give `--out DIR` or `output:` in the manifest")
+            result = _run_flow(job)
     typer.echo(json.dumps(result, indent=2))
 
 
-def _run_flow(job):  # type: ignore[no-untyped-def]
+def _run_flow(job, **params):  # type: ignore[no-untyped-def]
     # A studio network is closed: no telemetry; a loaded machine may need time to start the local server.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -141,7 +146,7 @@ def _run_flow(job):  # type: ignore[no-untyped-def]
     with _bar("run") as (_, update):
         task_progress.add_sink(update)
         try:
-            return dub_film(job)
+            return dub_film(job, **params)
         finally:
             task_progress.remove_sink(update)
 

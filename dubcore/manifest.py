@@ -10,6 +10,7 @@ fields with the same descriptions.
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,6 +125,11 @@ class JobOptions(_Strict):
     lipsync_backend: Literal["auto", "ray", "local"] = Field(
         "auto", description="Where shots render: ray (one worker per GPU; DUB_RAY_ADDRESS picks a cluster), local (this process), auto (ray if installed)."
     )
+    cache: bool = Field(
+        True, description="Reuse rendered shots of earlier runs with the same inputs, parameters and weights (resume); "
+        "off renders every shot again.")
+    cache_dir: str | None = Field(
+        None, description="Folder of the render cache; unset: $DUB_CACHE_DIR, else ~/.cache/dub-film.")
     video_codec: str = Field("libx264", description="Encoder of the delivered picture (libx264, libx265, ffv1, prores_ks).")
     crf: int | None = Field(8, description="Quality for x264/x265 (lower is better; 8 keeps every frame above 45 dB PSNR).")
     preset: str | None = Field("medium", description="x264/x265 speed preset.")
@@ -185,14 +191,17 @@ class DubJob(_Strict):
     options: JobOptions = Field(default_factory=JobOptions, description="Processing options.")
     casting: Casting = Field(default_factory=Casting, description="Overrides of who dubs whom and which face speaks.")
 
-    def resolved(self, base: Path) -> "DubJob":
-        """Copy with every relative local path made absolute against ``base``."""
+    def resolved(self, base: Path | str) -> "DubJob":
+        """Copy with every relative path made absolute against ``base``: a local folder, or
+        a URI prefix such as ``s3://bucket/jobs`` for a manifest read from object storage."""
 
         def fix(p: str | None) -> str | None:
             if p is None or "://" in p:
                 return p
+            if isinstance(base, str) and "://" in base:
+                return join_uri(base, p)
             path = Path(p).expanduser()
-            return str(path if path.is_absolute() else (base / path).resolve())
+            return str(path if path.is_absolute() else (Path(base) / path).resolve())
 
         dub = self.dub.model_copy(
             update={
@@ -222,7 +231,7 @@ def _explain(exc: ValidationError, where: str) -> str:
     return f"{where}: invalid manifest:\n  - " + "\n  - ".join(lines)
 
 
-def parse_job(data: Any, where: str, base: Path | None = None) -> DubJob:
+def parse_job(data: Any, where: str, base: Path | str | None = None) -> DubJob:
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: a manifest must be a mapping, got {type(data).__name__}")
     try:
@@ -248,6 +257,37 @@ def load_manifest(path: str | Path) -> DubJob:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ManifestError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
     return parse_job(data, str(p), base=p.resolve().parent)
+
+
+def join_uri(base: str, rel: str) -> str:
+    """``rel`` (a relative path of a manifest) against the URI prefix ``base``; never above the bucket."""
+    scheme, rest = base.split("://", 1)
+    bucket, _, prefix = rest.partition("/")
+    if rel.startswith("/") or "\\" in rel:
+        raise ManifestError(f"{base}: path '{rel}' in a manifest read from {scheme}:// must be relative (a/b.wav) or a full URI")
+    key = posixpath.normpath(posixpath.join(prefix, rel))
+    if key == ".." or key.startswith("../"):
+        raise ManifestError(f"{base}: path '{rel}' leaves the bucket '{bucket}'; give a path inside it or a full URI")
+    return f"{scheme}://{bucket}/{key}"
+
+
+def load_manifest_uri(uri: str, workdir: Path) -> DubJob:
+    """Read a manifest from a local path or a storage URI (``s3://bucket/jobs/film.yaml``).
+
+    A remote manifest is downloaded (verified) into ``workdir``; its relative paths
+    resolve against its own prefix (``s3://bucket/jobs/``)."""
+    if "://" not in uri or uri.startswith("file://"):
+        return load_manifest(uri[len("file://"):] if uri.startswith("file://") else uri)
+    from .storage import open_storage
+
+    local = open_storage(uri).local_path(uri, workdir)
+    text = Path(local).read_text(encoding="utf-8")
+    is_json = uri.lower().endswith(".json")
+    try:
+        data = json.loads(text) if is_json else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ManifestError(f"{uri}: not valid {'JSON' if is_json else 'YAML'}: {exc}") from None
+    return parse_job(data, uri, base=uri.rsplit("/", 1)[0])
 
 
 def write_manifest(path: str | Path, job: DubJob) -> Path:

@@ -12,9 +12,10 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
 from dubcore.manifest import DubJob
 from dubcore.storage import open_storage
@@ -22,8 +23,8 @@ from lipsync.media.probe import probe
 from lipsync.pipeline import build_report, encode_settings
 from tasks.assemble import assemble_task
 from tasks.faces import faces_shot_task, write_faces_task
-from tasks.ingest import dialogue_task, mix_audio_task, preflight_task
-from tasks.lipsync import lipsync_shots_task, passthrough_task
+from tasks.ingest import dialogue_task, fetch_inputs_task, mix_audio_task, preflight_task, resolve_job_task
+from tasks.lipsync import lipsync_shots, passthrough_task
 from tasks.qc import progress_update, qc_report_task, qc_shot_task, start_progress
 from tasks.report import report_task
 from tasks.shots import detect_shots_task
@@ -85,7 +86,7 @@ def lipsync_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path, pla
                                 str(root / "shots" / shot.id / "segment.mkv"),
                                 track_audio={tid: d.audio for tid, d in drives.items()},
                                 speaking={tid: d.speaking for tid, d in drives.items()}, shot_id=shot.id))
-        renders.update(lipsync_shots_task(jobs, {s.id: s for s in shots}, job.options, root / "shots"))
+        renders.update(lipsync_shots(jobs, {s.id: s for s in shots}, job.options, root / "shots"))
         if jobs_out is not None:
             jobs_out.extend(jobs)
         return renders
@@ -97,7 +98,7 @@ def lipsync_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path, pla
         (root / "shots" / shot.id).mkdir(parents=True, exist_ok=True)
         jobs.append(ShotJob(str(pre.film), video.fps, shot.frames, tracking.tracks, str(dialogue.path),
                             str(root / "shots" / shot.id / "segment.mkv"), shot_id=shot.id))
-    renders.update(lipsync_shots_task(jobs, {s.id: s for s in shots}, job.options, root / "shots"))
+    renders.update(lipsync_shots(jobs, {s.id: s for s in shots}, job.options, root / "shots"))
     if jobs_out is not None:
         jobs_out.extend(jobs)
     return renders
@@ -129,7 +130,10 @@ def qc_stage(job: DubJob, pre, shots, faces, renders, plan, film: Path, root: Pa
         voice_audio = {v.name: wav_source(v.audio, fps) for v in plan.voices}
     else:
         voices = {}
-        voice_audio = {"": wav_source(scratch / "dialogue_16k.wav", fps)}
+        dialogue = scratch / "dialogue_16k.wav"
+        if not dialogue.exists():  # QC asked for without lip-sync: the dialogue was not prepared yet
+            dialogue_task(job, pre, dialogue, scratch / "dialogue_stems")
+        voice_audio = {"": wav_source(dialogue, fps)}
     original = None
     if pre.info.audio:  # the speaker stage's 16 kHz memory map when it ran, else decoded now
         raw = scratch / "original_16k.f32"
@@ -175,7 +179,7 @@ def retry_stage(job: DubJob, pre, shots, faces, renders, report, shot_jobs, voic
         return report
     takes = [dataclasses.replace(by_shot[s.shot_id], out=str(Path(by_shot[s.shot_id].out).with_name("segment.take2.mkv")), params=params)
              for s in todo]
-    second = lipsync_shots_task(takes, {s.id: s for s in shots}, job.options, root / "shots")
+    second = lipsync_shots(takes, {s.id: s for s in shots}, job.options, root / "shots")
     shot_of = {s.id: s for s in shots}
     tracks_of = {f.shot_id: f.tracks for f in faces}
     kept = dict(first)
@@ -209,16 +213,34 @@ def retry_stage(job: DubJob, pre, shots, faces, renders, report, shot_jobs, voic
 
 
 @flow(name="dub-film", log_prints=True, validate_parameters=True)
-def dub_film(job: DubJob) -> dict[str, Any]:
-    """Dub one film.  ``job.output`` is the output location (a folder)."""
+def dub_film(
+    job: Annotated[DubJob | None, Field(description="The job: film, dub tracks, output and options (or give `manifest`).")] = None,
+    manifest: Annotated[str | None, Field(
+        description="Instead of `job`: a job manifest (YAML or JSON) on local disk or object storage, "
+        "e.g. s3://bucket/jobs/film.yaml; its relative paths resolve against its own folder.")] = None,
+    output: Annotated[str | None, Field(description="Output folder or URI (s3://bucket/prefix); overrides the job's `output`.")] = None,
+) -> dict[str, Any]:
+    """Dub one film: give the job inline (`job`) or as a manifest file or URI (`manifest`).
+
+    The output location (``job.output`` or ``output``) receives the film, the shot list,
+    the reports and QC; on object storage it is published with a `_SUCCESS` object last.
+
+    Args:
+        job: The job itself: film, dub tracks, output and options (or give `manifest`).
+        manifest: Instead of `job`, a job manifest (YAML or JSON) on local disk or object storage,
+            e.g. s3://bucket/jobs/film.yaml; its relative paths resolve against its own folder.
+        output: Output folder or URI (s3://bucket/prefix); overrides the job's `output`.
+    """
     logger = get_run_logger()
-    if not job.output:
-        raise ValueError("job.output is not set: give the output folder in the manifest or with `dub run --out DIR`")
-    timings: dict[str, float] = {}
-    storage = open_storage(job.output)
     scratch = Path(tempfile.mkdtemp(prefix="dub-film-"))
     staging = None
     try:
+        job = resolve_job_task(job, manifest, output, scratch / "inputs")
+        timings: dict[str, float] = {}
+        storage = open_storage(job.output)
+        t0 = time.perf_counter()
+        source_job, job = job, fetch_inputs_task(job, scratch / "inputs")  # every remote input verified on disk
+        timings["fetch"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         pre = preflight_task(job, scratch)  # before anything is created at the output
         timings["preflight"] = time.perf_counter() - t0
@@ -283,6 +305,9 @@ def dub_film(job: DubJob) -> dict[str, Any]:
         else:
             report["speakers"] = {"status": "not run", "reason": "options.speakers is off, or lip-sync is not requested, or the film has no audio"}
         report["transcription"] = {"status": "not run", "reason": "WhisperX transcription and word timing are not part of this version"}
+        if source_job is not job:
+            report["inputs"] = {"film": source_job.film, "dub": source_job.dub.model_dump(mode="json", exclude_none=True),
+                                "fetched": "downloaded and verified (size and checksum) before the run"}
         report_task(report, root, job.output)
         location = staging.commit()
         logger.info("published %s", location)

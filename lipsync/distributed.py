@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -353,6 +354,8 @@ class WorkerPool:
             except ray.exceptions.RayError as e:  # the actor process died (import error, crash, OOM)
                 raise WorkerStartError(f"worker {i} of {self.worker_cls.__qualname__} failed to start: {e}") from e
         self.workers = infos
+        self._free = deque(range(len(self._actors)))
+        self._free_cond = threading.Condition()
 
     def close(self) -> None:
         try:
@@ -374,6 +377,33 @@ class WorkerPool:
                 ray.shutdown()
 
     # ------------------------------------------------------------ work
+
+    def run_one(self, job: Any) -> Any:
+        """Run one job on the next free worker and return its result.
+
+        Safe to call from several threads at once (one caller per worker runs, the
+        others wait for a free worker): per-shot Prefect tasks share one pool this way.
+        Do not mix with a ``map`` running at the same time."""
+        import ray
+
+        if not self._open:
+            raise PoolError("the pool is not started: use it as a context manager (with WorkerPool(...) as pool)")
+        with self._free_cond:
+            while not self._free:
+                self._free_cond.wait()
+            w = self._free.popleft()
+        try:
+            try:
+                return ray.get(self._actors[w].run.remote(job))
+            except ray.exceptions.RayTaskError as e:
+                cause = getattr(e, "cause", None)
+                raise ShotJobError(0, job, self.workers[w], cause, detail=_task_error_text(e, cause)) from e
+            except ray.exceptions.RayError as e:
+                raise ShotJobError(0, job, self.workers[w], e, detail=f"worker lost: {e}") from e
+        finally:
+            with self._free_cond:
+                self._free.append(w)
+                self._free_cond.notify()
 
     def map(self, jobs: Iterable[Any], on_result: OnResult | None = None) -> Iterator[Any]:
         """Run every job on the workers; yield the results in job order.
@@ -463,6 +493,7 @@ class LocalPool:
         self.worker_kwargs = dict(worker_kwargs or {})
         self.workers: list[WorkerInfo] = []
         self._worker: Any = None
+        self._lock = threading.Lock()
 
     def __enter__(self) -> LocalPool:
         self.start()
@@ -494,6 +525,16 @@ class LocalPool:
 
     def close(self) -> None:
         self._worker = None  # drops the model
+
+    def run_one(self, job: Any) -> Any:
+        """Run one job; thread-safe (callers take turns on the one worker).  Same contract as ``WorkerPool.run_one``."""
+        if self._worker is None:
+            raise PoolError("the pool is not started: use it as a context manager (with LocalPool(...) as pool)")
+        with self._lock:
+            try:
+                return self._worker.run(job)
+            except Exception as e:
+                raise ShotJobError(0, job, self.workers[0], e) from e
 
     def map(self, jobs: Iterable[Any], on_result: OnResult | None = None) -> Iterator[Any]:
         """Run the jobs one after the other; same contract as ``WorkerPool.map``."""

@@ -7,10 +7,50 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from dubcore.manifest import DubJob
+from dubcore.inputs import check_output, fetch_inputs
+from dubcore.manifest import DubJob, load_manifest_uri
+from dubcore.storage import StorageError
 from lipsync.media.audio import MixResult
 from lipsync.media.probe import probe
 from lipsync.pipeline import Preflight, conform_vfr, preflight, prepare_audio, prepare_dialogue
+
+
+def transient(task, run, state) -> bool:  # type: ignore[no-untyped-def]
+    """Retry on storage hiccups (throttling, network), not on a missing object or bad credentials."""
+    try:
+        state.result()
+    except StorageError as exc:
+        text = str(exc).lower()
+        return not any(w in text for w in ("no such", "not found", "404", "403", "access denied", "credentials", "invalid"))
+    except Exception:
+        return False
+    return False
+
+
+@task(name="resolve-job", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient)
+def resolve_job_task(job: DubJob | None, manifest: str | None, output: str | None, workdir: Path) -> DubJob:
+    """The job of this run: given inline, or read from a manifest path or URI; ``output`` overrides its output."""
+    if (job is None) == (manifest is None):
+        raise ValueError("give exactly one of `job` (the job itself) and `manifest` (a path or s3:// URI of a job manifest)"
+                         f"; got {'both' if job is not None else 'neither'}")
+    if job is None:
+        job = load_manifest_uri(manifest, workdir)  # type: ignore[arg-type]
+    if output:
+        job = job.model_copy(update={"output": output})
+    if not job.output:
+        where = f"the manifest {manifest}" if manifest else "the job"
+        raise ValueError(f"{where} has no `output`: add `output: s3://bucket/prefix` (or a folder) to it, or pass the flow's `output` parameter")
+    check_output(job.output)  # an unreachable bucket or wrong credentials fail here, before any work
+    return job
+
+
+@task(name="fetch-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient)
+def fetch_inputs_task(job: DubJob, workdir: Path) -> DubJob:
+    """Download every remote input (film, dub tracks) and verify its size and checksum; local ones pass."""
+    fetched = fetch_inputs(job, workdir)
+    if fetched != job:
+        get_run_logger().info("inputs fetched into %s", workdir)
+    return fetched
 
 
 @task(name="preflight", cache_policy=NO_CACHE)

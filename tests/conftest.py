@@ -20,6 +20,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 _MODEL_STORE = tempfile.mkdtemp(prefix="dub-film-models-")
 os.environ["DUB_MODEL_STORE"] = _MODEL_STORE
+_RENDER_CACHE = tempfile.mkdtemp(prefix="dub-film-cache-")
+os.environ["DUB_CACHE_DIR"] = _RENDER_CACHE  # never the user's ~/.cache
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -78,4 +80,5 @@ def face_detector(model_store):
 
 def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+    shutil.rmtree(_RENDER_CACHE, ignore_errors=True)
     shutil.rmtree(_MODEL_STORE, ignore_errors=True)

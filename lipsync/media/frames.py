@@ -318,6 +318,8 @@ class FrameWriter:
             cmd += _color_output_args(self.like)
         if out.suffix.lower() in (".mp4", ".mov", ".m4v"):
             cmd += ["-movflags", "+faststart"]
+        elif out.suffix.lower() == ".mkv":  # no random segment UID: the same frames give the same bytes
+            cmd += ["-fflags", "+bitexact"]
         cmd += [str(out)]
         return cmd
 
