@@ -21,7 +21,7 @@ def transient(task, run, state) -> bool:  # type: ignore[no-untyped-def]
         state.result()
     except StorageError as exc:
         text = str(exc).lower()
-        return not any(w in text for w in ("no such", "not found", "404", "403", "access denied", "credentials", "invalid"))
+        return not any(w in text for w in ("no such", "not found", "does not exist", "404", "403", "access denied", "credentials", "invalid"))
     except Exception:
         return False
     return False

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from dubcore.manifest import JobOptions
@@ -117,7 +118,14 @@ def lipsync_shots(jobs: list[ShotJob], shots: dict[str, Shot], options: JobOptio
     pool = _LazyPool(options, checkpoint)
     pool_id = uuid.uuid4().hex
     _POOLS[pool_id] = pool
-    progress = reporter("lipsync", logger)
+    log_progress = reporter("lipsync", logger)
+    artifact = create_progress_artifact(0.0, key="dub-film-lipsync-progress", description=f"Lip-sync of {len(jobs)} shot(s)")
+
+    def progress(done: int, total: int) -> None:
+        log_progress(done, total)
+        if artifact is not None:
+            update_progress_artifact(artifact, 100.0 * done / max(1, total))
+
     summaries: dict[str, dict[str, Any]] = {}
     storage = cache_root / "prefect-results"  # task records of the cache, beside the segments
     try:

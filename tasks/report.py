@@ -12,6 +12,13 @@ from prefect.cache_policies import NO_CACHE
 from dubcore.schema import write_json
 
 
+def link(location: str, rel: str) -> str:
+    """A URL of ``rel`` inside the published output ``location`` (a folder or an s3:// prefix)."""
+    if "://" in location:
+        return location.rstrip("/") + "/" + rel
+    return (Path(location).resolve() / rel).as_uri()
+
+
 def markdown_summary(report: dict[str, Any], location: str) -> str:
     s = report["summary"]
     lines = [
@@ -21,6 +28,15 @@ def markdown_summary(report: dict[str, Any], location: str) -> str:
         f"{report['output']['fps']} fps) to `{location}`.",
         "",
         f"Shots: {s['shots']} ({s['rendered']} re-rendered, {s['unchanged']} unchanged).",
+        "",
+        f"- Film: [{report['output']['film']}]({link(location, report['output']['film'])})",
+        f"- Shot list: [shots.json]({link(location, 'shots.json')})",
+    ]
+    qc = report.get("qc") or {}
+    if qc.get("html"):
+        counts = ", ".join(f"{n} {v}" for v, n in sorted((qc.get("summary") or {}).items()))
+        lines.append(f"- QC report: [{qc['html']}]({link(location, qc['html'])})" + (f" ({counts})" if counts else ""))
+    lines += [
         "",
         "| shot | frames | start | end | status |",
         "|---|---|---|---|---|",

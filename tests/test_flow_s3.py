@@ -8,6 +8,7 @@ the run commits; a killed run and bad inputs leave nothing there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,6 @@ import sys
 import threading
 import time
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 import yaml
@@ -110,6 +110,17 @@ def test_flow_reads_inputs_from_s3_and_publishes_outputs_atomically(s3, tmp_path
     report = json.loads(client.get_object(Bucket=BUCKET, Key="outputs/film1/report.json")["Body"].read())
     assert report["inputs"]["film"] == f"s3://{BUCKET}/inputs/film1/film.mp4"
 
+    # The operator's summary in the Prefect UI links the published film and QC report.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as api:
+        (summary,) = api.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dub-film-summary"])),
+                                        sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert f"(s3://{BUCKET}/outputs/film1/film.dubbed.mp4)" in summary.data
+    assert f"(s3://{BUCKET}/outputs/film1/qc/report.html)" in summary.data
+
 
 def test_killed_run_leaves_nothing_at_the_published_location(s3, tmp_path):
     server, client, _ = s3
@@ -132,7 +143,7 @@ def test_killed_run_leaves_nothing_at_the_published_location(s3, tmp_path):
     assert _keys(client, "outputs/film2") == []
 
 
-@pytest.mark.parametrize("case", ["missing input", "missing bucket", "unreachable endpoint"])
+@pytest.mark.parametrize("case", ["missing input", "missing bucket", "unreachable endpoint", "wrong credentials"])
 def test_bad_storage_input_fails_early_and_writes_nothing(s3, tmp_path, case):
     from s3server import closed_port_url, patched_env
 
@@ -150,13 +161,22 @@ def test_bad_storage_input_fails_early_and_writes_nothing(s3, tmp_path, case):
         uri = _put_manifest(client, f"jobs/{case.replace(' ', '-')}.yaml", "s3://no-such-bucket/outputs/bad")
         expect = "no-such-bucket"
         env = {}
-    else:
+    elif case == "unreachable endpoint":
         uri = _put_manifest(client, f"jobs/{case.replace(' ', '-')}.yaml", f"s3://{BUCKET}/outputs/bad")
         env = {"DUB_S3_ENDPOINT_URL": closed_port_url(), "DUB_S3_MAX_ATTEMPTS": "1", "DUB_S3_CONNECT_TIMEOUT": "1"}
         expect = "127.0.0.1"
+    else:  # the server checks signatures (moto's IAM simulation): the test's keys exist nowhere
+        uri = _put_manifest(client, f"jobs/{case.replace(' ', '-')}.yaml", f"s3://{BUCKET}/outputs/bad")
+        env = {"AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG0", "AWS_SECRET_ACCESS_KEY": "wrong"}
+        expect = "credentials"
     before = _keys(client, "")
     t0 = time.monotonic()
-    with patched_env(env), pytest.raises(StorageError) as err:
+    auth = contextlib.nullcontext()
+    if case == "wrong credentials":
+        from moto.core.authorization import enable_iam_authentication
+
+        auth = enable_iam_authentication()
+    with patched_env(env), auth, pytest.raises(StorageError) as err:
         dub_film(manifest=uri)
     assert expect in str(err.value)
     assert time.monotonic() - t0 < 60  # early: before any media work

@@ -100,6 +100,13 @@ def test_interrupted_run_resumes_without_rendering_finished_shots(resume_job, tm
     assert second.is_completed(), second
     assert counted["n"] == 1
     assert _shot_task_states(second.state_details.flow_run_id) == ["Cached", "Cached", "Completed"]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as api:  # the run's progress bar reached 100 %
+        (bar,) = api.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dub-film-lipsync-progress"])),
+                                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[second.state_details.flow_run_id])))
+    assert bar.type == "progress" and float(bar.data) == 100.0
 
     # 3. an uninterrupted run with an empty cache delivers the same bytes
     counted["n"] = 0
