@@ -154,6 +154,10 @@ def _run_flow(job, **params):  # type: ignore[no-untyped-def]
 models_app = typer.Typer(help="The model store: list, pull and verify checkpoints.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
+from .train import train_app  # noqa: E402
+
+app.add_typer(train_app, name="train")
+
 
 @contextmanager
 def _store_errors() -> Iterator[None]:

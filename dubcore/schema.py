@@ -28,6 +28,8 @@ VERSIONS: dict[str, int] = {
     "qc": 1,
     "models": 1,
     "success": 1,
+    "dataset": 1,
+    "training": 1,
 }
 
 

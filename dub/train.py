@@ -1,0 +1,11 @@
+"""`dub train dataset | expert | wav2lip`: the training recipe, one subcommand per step."""
+
+from __future__ import annotations
+
+import typer
+
+train_app = typer.Typer(help="Train the studio's own lip-sync expert and Wav2Lip generator.", no_args_is_help=True)
+
+# Each step registers its command on ``train_app`` (one module per step).  `dub train dataset`
+# and `dub train expert` are not in this version (see README, Training).
+from . import train_wav2lip  # noqa: E402,F401

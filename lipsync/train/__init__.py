@@ -1,0 +1,9 @@
+"""Training: the studio's own lip-sync expert and Wav2Lip generator, from its own footage.
+
+* :mod:`lipsync.train.data` -- the on-disk training set (format and reader);
+* :mod:`lipsync.train.dataset` -- building it from films with our shots, face tracks and ASD;
+* :mod:`lipsync.train.expert` -- the expert lip-sync discriminator (SyncNet_color layout);
+* :mod:`lipsync.train.wav2lip` -- generator training against the frozen expert (+ optional GAN).
+
+No Prefect import here: the CLI (``dub train ...``) and the flows call this library.
+"""

@@ -1,0 +1,139 @@
+"""The expert lip-sync discriminator (SyncNet_color layout) and its training: checkpoints, learning, resume.
+
+The training tests build their own tiny dataset in the format of
+:mod:`lipsync.train.data` from GRID clips in ``../shared/data/grid-talking-faces``
+(they do not use the dataset builder): frames are decoded with ffmpeg, the face is
+found with the project's RetinaFace detector (fixture ``face_detector``) on the
+middle frame of each clip, and that one square box (GRID speakers sit still in
+front of the camera) is cropped from every frame and resized to 96x96 BGR; the
+audio is ffmpeg's 16 kHz mono resampling, cut to exactly ``N * 640`` samples.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lipsync.models.expert import (
+    EXPERT_PARAMETERS,
+    EXPERT_STATE_DICT_KEYS,
+    ExpertCheckpointError,
+    SyncNetColor,
+    load_expert,
+)
+from lipsync.train.data import TrainingSet
+from lipsync.train.expert import ExpertSampler, iter_log, sync_accuracy, train_expert
+
+from conftest import shared
+
+GRID_CLIPS = ("lwbsza", "id2_vcd_swwp2s", "lbax4n")
+W, H = 360, 288
+
+
+# --------------------------------------------------------------------------- model and checkpoints
+
+
+def test_expert_size_shapes_and_contract() -> None:
+    torch.manual_seed(0)
+    model = SyncNetColor().eval()
+    sd = model.state_dict()
+    assert len(sd) == EXPERT_STATE_DICT_KEYS == 217
+    assert sum(p.numel() for p in model.parameters()) == EXPERT_PARAMETERS == 16_435_072
+    assert "face_encoder.0.conv_block.0.weight" in sd and "face_encoder.0.conv_block.1.running_var" in sd
+    assert "audio_encoder.13.conv_block.0.weight" in sd and "face_encoder.16.conv_block.1.bias" in sd
+    c = model.contract
+    assert (c.face_size, c.lower_row, c.frames, c.mel_step, c.n_mels, c.fps) == (96, 48, 5, 16, 80, 25)
+    assert c.face_shape == (15, 48, 96) and c.audio_shape == (1, 80, 16)
+    with torch.no_grad():
+        a, v = model(torch.randn(3, *c.audio_shape), torch.rand(3, *c.face_shape))
+    assert a.shape == v.shape == (3, 512)
+    assert torch.allclose(a.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert (a >= 0).all() and (v >= 0).all()  # ReLU outputs: the cosine is a probability
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_published_checkpoint_layout_loads_strictly(tmp_path: Path, prefix: str) -> None:
+    torch.manual_seed(1)
+    src = SyncNetColor()
+    sd = {prefix + k: v for k, v in src.state_dict().items()}
+    opt = torch.optim.Adam(src.parameters(), lr=1e-4)
+    path = tmp_path / "lipsync_expert.pth"
+    torch.save({"state_dict": sd, "optimizer": opt.state_dict(), "global_step": 1, "global_epoch": 1}, path)
+    model = load_expert(path)
+    assert not model.training
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    bad = dict(sd)
+    bad.pop(next(iter(bad)))
+    torch.save({"state_dict": bad}, tmp_path / "bad.pth")
+    with pytest.raises(ExpertCheckpointError, match="1 missing keys"):
+        load_expert(tmp_path / "bad.pth")
+
+
+# --------------------------------------------------------------------------- a tiny dataset
+
+
+def _decode_bgr(path: Path) -> np.ndarray:
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
+                         check=True, capture_output=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3)
+
+
+def _decode_16k(path: Path) -> np.ndarray:
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-ac", "1", "-ar", "16000", "-f", "s16le", "-"],
+                         check=True, capture_output=True).stdout
+    return np.frombuffer(raw, "<i2")
+
+
+def build_tiny_dataset(root: Path, detector, clips=GRID_CLIPS, val: tuple[str, ...] = ()) -> TrainingSet:
+    import cv2
+    import soundfile as sf
+
+    (root / "clips").mkdir(parents=True)
+    entries = []
+    for name in clips:
+        src = shared("grid-talking-faces", f"{name}.mpg")
+        frames = _decode_bgr(src)
+        n = len(frames)
+        det = detector.detect([frames[n // 2]])[0]
+        assert len(det), f"{name}: no face"
+        x1, y1, x2, y2 = det.boxes[0]
+        cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1)
+        a, b = int(round(cx - side / 2)), int(round(cy - side / 2))
+        s = int(round(side))
+        a, b = min(max(a, 0), W - s), min(max(b, 0), H - s)
+        faces = np.stack([cv2.resize(f[b : b + s, a : a + s], (96, 96), interpolation=cv2.INTER_AREA) for f in frames])
+        np.save(root / "clips" / f"{name}.faces.npy", faces)
+        pcm = _decode_16k(src)[: n * 640]
+        pcm = np.pad(pcm, (0, n * 640 - len(pcm)))
+        sf.write(root / "clips" / f"{name}.wav", pcm, 16000, subtype="PCM_16")
+        entries.append({"id": name, "film": "grid", "character": name, "split": "val" if name in val else "train",
+                        "frames": n, "faces": f"clips/{name}.faces.npy", "audio": f"clips/{name}.wav",
+                        "source": {"shot": "shot-0001", "track": "t0", "film_frames": [0, n], "film_fps": [25, 1]}})
+    doc = {"schema": "dub-film/dataset@1", "fps": 25, "sample_rate": 16000, "face_size": 96, "clips": entries,
+           "counts": {"clips": len(entries)}, "hours": {}}
+    (root / "dataset.json").write_text(json.dumps(doc), encoding="utf-8")
+    return TrainingSet(root)
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory: pytest.TempPathFactory, face_detector) -> TrainingSet:
+    return build_tiny_dataset(tmp_path_factory.mktemp("expert-set"), face_detector)
+
+
+def test_sampler_windows(tiny_set: TrainingSet) -> None:
+    sampler = ExpertSampler(tiny_set, "train")
+    assert len(sampler) == sum(c.frames - 4 for c in tiny_set.clips)
+    faces, mels, labels = sampler.draw(np.random.default_rng(0), 8)
+    assert faces.shape == (8, 15, 48, 96) and mels.shape == (8, 1, 80, 16) and labels.shape == (8, 1)
+    assert labels.sum() == 4 and 0.0 <= faces.min() and faces.max() <= 1.0
+    clip = tiny_set.clips[0]
+    crops = tiny_set.faces(clip)
+    w = sampler.face_window(clip, 7)
+    assert np.allclose(w[3:6], crops[8, 48:].transpose(2, 0, 1) / 255.0)  # frame 1 of the window, B G R
+    assert np.array_equal(sampler.mel_window(clip, 7)[0], tiny_set.mel(clip)[:, 22:38])  # round(7 * 80 / 25) = 22
