@@ -1,4 +1,4 @@
-"""Training throughput: Wav2Lip generator steps per second, with and without the GAN.
+"""Training throughput: expert and Wav2Lip generator steps per second (generator with and without the GAN).
 
 Builds a synthetic training set in the documented format (random crops, noise
 audio) and a random expert in a temporary folder, runs
@@ -7,6 +7,10 @@ batch size, and prints the median step time (data drawing, forward, backward and
 optimiser steps; checkpoint writing is not counted).
 
     .venv/bin/python bench/bench_train.py [--device auto|cpu|cuda] [--batches 4 16] [--steps 5] [--warmup 2]
+        [--expert-batches 16 64] [--only expert|generator]
+
+The expert runs :func:`lipsync.train.expert.train_expert` (the full-width
+``SyncNet_color``; mixed precision on CUDA) on the same synthetic set.
 """
 
 from __future__ import annotations
@@ -78,14 +82,46 @@ def bench_generator(device: str = "auto", batches: tuple[int, ...] = (4, 16), st
     return rows
 
 
+def bench_expert(device: str = "auto", batches: tuple[int, ...] = (16, 64), steps: int = 5, warmup: int = 2,
+                 width: float = 1.0) -> list[dict]:
+    """Expert training steps/s (and pairs/s) per batch size, at ``width`` (1.0: the published network)."""
+    from lipsync.train.expert import train_expert
+
+    dev = None if device == "auto" else device
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-expert-") as tmp:
+        ds = _synthetic_dataset(Path(tmp) / "ds")
+        for b in batches:
+            out = Path(tmp) / f"expert-{b}"
+            # Warm-up run first (allocator, cuDNN autotune), then a resumed run whose rate is timed alone.
+            train_expert(ds, out, steps=warmup, batch_size=b, device=dev, checkpoint_every=10**9, eval_samples=0, width=width)
+            res = train_expert(ds, out, steps=warmup + steps, batch_size=b, device=dev, checkpoint_every=10**9,
+                               eval_samples=0, width=width)
+            sps = res.steps_per_second or float("nan")
+            row = {"model": "expert", "width": width, "batch": b, "device": res.device, "steps_per_s": round(sps, 3),
+                   "pairs_per_s": round(sps * b, 1), "timed_steps": res.steps_run}
+            if torch.cuda.is_available():
+                row["max_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                torch.cuda.reset_peak_memory_stats()
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batches", type=int, nargs="+", default=[4, 16])
     ap.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator, cuDNN autotune)")
+    ap.add_argument("--expert-batches", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--expert-width", type=float, default=1.0)
+    ap.add_argument("--only", choices=["expert", "generator"], default=None)
     args = ap.parse_args()
-    bench_generator(args.device, tuple(args.batches), args.steps, args.warmup)
+    if args.only != "generator":
+        bench_expert(args.device, tuple(args.expert_batches), args.steps, args.warmup, args.expert_width)
+    if args.only != "expert":
+        bench_generator(args.device, tuple(args.batches), args.steps, args.warmup)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,5 @@ import typer
 
 train_app = typer.Typer(help="Train the studio's own lip-sync expert and Wav2Lip generator.", no_args_is_help=True)
 
-# Each step registers its command on ``train_app`` (one module per step).  `dub train dataset`
-# and `dub train expert` are not in this version (see README, Training).
-from . import train_wav2lip  # noqa: E402,F401
+# Each step registers its command on ``train_app`` (one module per step).
+from . import train_dataset, train_expert, train_wav2lip  # noqa: E402,F401

@@ -96,6 +96,27 @@ class QCRetryOptions(_Strict):
     batch_size: int | None = Field(None, ge=1, description="Faces per generator batch for the second take.")
 
 
+class FinetuneOptions(_Strict):
+    """Fine-tune the lip-sync generator on this film's own speaking faces before lip-syncing it.
+
+    The clips are cut from the job's own face tracks where Light-ASD says the face
+    speaks (the original audio), as `dub train dataset` cuts them; the generator
+    starts from ``options.lipsync_checkpoint`` and trains against the frozen
+    expert for ``steps`` steps.  The tuned weights are published with the outputs
+    (``model/wav2lip_finetuned.pth``) and render every shot of this job.
+    """
+
+    steps: int = Field(..., ge=1, description="Training steps (each of batch_size 5-frame windows).")
+    expert: str = Field("lipsync_expert", description="Frozen lip-sync expert: a model-store entry or a checkpoint path.")
+    batch_size: int = Field(8, ge=1, description="Windows per step.")
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate.")
+    syncnet_wt: float = Field(0.03, ge=0, le=1, description="Weight of the expert's sync loss (the paper's 0.03).")
+    gan: bool = Field(False, description="Also train the visual quality discriminator (Wav2Lip + GAN).")
+    disc_checkpoint: str | None = Field(None, description="With gan: start the discriminator from this checkpoint.")
+    min_clip_frames: int = Field(5, ge=5, description="Shortest speaking run (25 fps frames) used for training.")
+    seed: int = Field(0, description="Seed of the sample draws.")
+
+
 class JobOptions(_Strict):
     shot_detectors: tuple[str, ...] = Field(("content", "fade"), description="Shot detectors to run (content, adaptive, fade).")
     min_shot_frames: int = Field(15, ge=1, description="Shortest shot in frames; closer cuts are merged.")
@@ -120,6 +141,8 @@ class JobOptions(_Strict):
         None,
         description="Wav2Lip weights (model-store entry such as wav2lip_gan, or a path). Unset: shots pass through unchanged.",
     )
+    finetune: FinetuneOptions | None = Field(
+        None, description="Fine-tune the generator on this film's speaking faces first (needs lipsync_checkpoint and the film's audio).")
     lipsync_device: str = Field("auto", description="Device of the lip-sync workers: auto, cpu, cuda, cuda:N.")
     lipsync_batch_size: int | None = Field(None, ge=1, description="Faces per generator batch; unset: automatic.")
     lipsync_backend: Literal["auto", "ray", "local"] = Field(
@@ -155,6 +178,13 @@ class JobOptions(_Strict):
     )
     qc_thresholds: QCThresholdOptions = Field(default_factory=QCThresholdOptions, description="QC verdict thresholds.")
     qc_retry: QCRetryOptions = Field(default_factory=QCRetryOptions, description="Second takes of shots that fail QC.")
+
+    @model_validator(mode="after")
+    def _finetune_needs_a_generator(self) -> "JobOptions":
+        if self.finetune is not None and not self.lipsync_checkpoint:
+            raise ValueError("options.finetune needs options.lipsync_checkpoint: the generator to start from "
+                             "(e.g. wav2lip_gan, or a checkpoint of `dub train wav2lip`)")
+        return self
 
     @property
     def runs_qc(self) -> bool:

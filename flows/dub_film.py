@@ -1,7 +1,8 @@
 """The ``dub-film`` flow: film + dubbed audio in, frame-exact dubbed film, shot list and report out.
 
 Stages: preflight -> dubbed mix -> shots -> faces per shot -> speakers (diarization, active
-speakers, casting) -> lip-sync per shot -> assemble -> report.
+speakers, casting) -> [fine-tuning on the film's speaking faces] -> lip-sync per shot -> assemble
+-> QC -> report.
 Everything is written to a staging area inside the output location and published
 only when the whole job succeeded; a failed run leaves the output as it was.
 """
@@ -23,6 +24,7 @@ from lipsync.media.probe import probe
 from lipsync.pipeline import build_report, encode_settings
 from tasks.assemble import assemble_task
 from tasks.faces import faces_shot_task, write_faces_task
+from tasks.finetune import finetune_task
 from tasks.ingest import dialogue_task, fetch_inputs_task, mix_audio_task, preflight_task, resolve_job_task
 from tasks.lipsync import lipsync_shots, passthrough_task
 from tasks.qc import progress_update, qc_report_task, qc_shot_task, start_progress
@@ -44,13 +46,25 @@ def output_name(job: DubJob) -> str:
 
 
 def speakers_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path):  # type: ignore[no-untyped-def]
-    """Diarize the original and the dub, score every face track, cast: a SpeakerPlan (speakers.json)."""
+    """Diarize the original and the dub, score every face track, cast: a SpeakerPlan (speakers.json),
+    with the active-speaker result and the 16 kHz soundtrack it was computed from."""
     tracks = [t for r in faces for t in r.tracks]
     audio = original_audio_task(pre.film, scratch)
     diarization = diarize_original_task(audio, job, pre.film.stem, root)
     voices = dub_voices_task(job, pre, scratch, root)
     asd = asd_task(pre.film, pre.info, tracks, audio, job, root)
-    return cast_task(shots, tracks, asd, diarization, voices, job, pre.info, root)
+    return cast_task(shots, tracks, asd, diarization, voices, job, pre.info, root), asd, audio
+
+
+def finetune_stage(job: DubJob, pre, faces, root: Path, scratch: Path, asd=None, audio=None, plan=None):  # type: ignore[no-untyped-def]
+    """``options.finetune``: the generator tuned on the film's speaking faces; returns (job using it, summary)."""
+    tracks = [t for r in faces for t in r.tracks]
+    if audio is None:
+        audio = original_audio_task(pre.film, scratch)
+    if asd is None:
+        asd = asd_task(pre.film, pre.info, tracks, audio, job, root)
+    characters = {d.track_id: d.voice for d in plan.drives} if plan is not None else None
+    return finetune_task(job, pre, tracks, asd, audio, root, scratch, characters)
 
 
 def lipsync_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path, plan=None, jobs_out: list | None = None) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
@@ -260,14 +274,24 @@ def dub_film(
         write_faces_task(pre.film, shots, faces, job.options, root)
         timings["faces"] = time.perf_counter() - t0
 
-        plan = None
+        plan = asd = audio16k = None
         if speakers_enabled(job):
             if pre.info.audio:
                 t0 = time.perf_counter()
-                plan = speakers_stage(job, pre, shots, faces, root, scratch)
+                plan, asd, audio16k = speakers_stage(job, pre, shots, faces, root, scratch)
                 timings["speakers"] = time.perf_counter() - t0
             else:
                 logger.warning("%s has no audio: no speaker detection; every face is driven by the whole dub dialogue", pre.film)
+
+        finetuned = None
+        if job.options.finetune is not None:
+            t0 = time.perf_counter()
+            if pre.info.audio:
+                job, finetuned = finetune_stage(job, pre, faces, root, scratch, asd, audio16k, plan)
+            else:
+                finetuned = {"status": "skipped", "reason": "the film has no audio to find its speaking faces"}
+                logger.warning("%s has no audio: fine-tuning skipped", pre.film)
+            timings["finetune"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         shot_jobs: list = []
@@ -304,6 +328,8 @@ def dub_film(
             report["speakers"] = speakers_summary(plan)
         else:
             report["speakers"] = {"status": "not run", "reason": "options.speakers is off, or lip-sync is not requested, or the film has no audio"}
+        if finetuned is not None:
+            report["finetune"] = finetuned
         report["transcription"] = {"status": "not run", "reason": "WhisperX transcription and word timing are not part of this version"}
         if source_job is not job:
             report["inputs"] = {"film": source_job.film, "dub": source_job.dub.model_dump(mode="json", exclude_none=True),

@@ -156,6 +156,27 @@ REQUIRED_META: dict[str, tuple[str, ...]] = {
         "params",
         "source",
     ),
+    "lipsync_expert": (
+        "format",
+        "face_size",
+        "lower_row",
+        "frames_per_window",
+        "mel_step",
+        "sample_rate",
+        "fps",
+        "params",
+        "state_dict_keys",
+        "source",
+    ),
+    "fid": (
+        "format",
+        "input_size",
+        "color_order",
+        "value_range",
+        "feature_dim",
+        "state_dict_keys",
+        "source",
+    ),
     "syncnet": (
         "format",
         "fps",
@@ -296,6 +317,50 @@ _SYNCNET_META: dict[str, Any] = {
     "source": "github:joonson/syncnet_python download_model.sh (SyncNetModel.py, SyncNetInstance.py, run_pipeline.py)",
 }
 
+# The expert lip-sync discriminator of the Wav2Lip paper (the SyncNet_color of color_syncnet_train.py):
+# the same Hugging Face mirror as the generators; the authors publish no hash.  Ours, trained with
+# `dub train expert`, are files of the same layout (`--expert PATH` anywhere an entry is accepted).
+_EXPERT_META: dict[str, Any] = {
+    "format": "state_dict",
+    "checkpoint_layout": "torch pickle {'state_dict', 'optimizer', 'global_step', 'global_epoch'}; keys may carry a "
+    "'module.' prefix; loaded by lipsync.models.expert.load_expert",
+    "sha256_unverified": True,
+    "approx_size": "about 197 MB (weights and Adam state; exact size unpublished)",
+    "face_size": 96,
+    "lower_row": 48,
+    "frames_per_window": 5,
+    "color_order": "BGR",
+    "value_range": (0.0, 1.0),
+    "mel_step": 16,
+    "n_mels": 80,
+    "sample_rate": 16000,
+    "fps": 25,
+    "params": 16_435_072,
+    "state_dict_keys": 217,
+    "trained_on": "LRS2",
+    "source": "github:Rudrabha/Wav2Lip README 'Getting the weights' (models/syncnet.py, color_syncnet_train.py); "
+    "mirrored at huggingface.co/numz/wav2lip_studio Wav2lip/",
+}
+
+# FID's feature extractor: the TensorFlow Inception of 2015-12-05 as ported by pytorch-fid (the
+# reference FID numbers are computed with it).  The file name carries torch.hub's sha256 prefix
+# (6726825d), checked on pull; the full hash is recorded on first pull.
+_FID_META: dict[str, Any] = {
+    "format": "torch state_dict of torchvision's Inception3 layout with 1008 classes (pytorch-fid FIDInceptionA/C/E "
+    "blocks), loaded by lipsync.train.fid.load_fid_inception",
+    "sha256_unverified": True,
+    "url_hash_prefix": "6726825d",
+    "approx_size": "about 95 MB",
+    "input_size": 299,
+    "resize": "bilinear, align_corners=False, from the crop's own size",
+    "color_order": "RGB",
+    "value_range": (-1.0, 1.0),
+    "feature_dim": 2048,
+    "state_dict_keys": 472,  # 94 conv+BN blocks x 5 tensors + fc weight and bias (no num_batches_tracked)
+    "source": "github:mseitzer/pytorch-fid release fid_weights (src/pytorch_fid/inception.py); weights ported from "
+    "TensorFlow's inception-2015-12-05",
+}
+
 #: Every known checkpoint, by name.
 REGISTRY: dict[str, WeightsEntry] = {
     e.name: e
@@ -385,6 +450,26 @@ REGISTRY: dict[str, WeightsEntry] = {
             },
         ),
         WeightsEntry(
+            name="lipsync_expert",
+            family="lipsync_expert",
+            url=_WAV2LIP_HF + "lipsync_expert.pth",
+            sha256=None,
+            size=None,
+            license="non-commercial research only (Wav2Lip, Rudrabha/Wav2Lip)",
+            filename="lipsync_expert.pth",
+            meta=_EXPERT_META,
+        ),
+        WeightsEntry(
+            name="fid_inception",
+            family="fid",
+            url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+            sha256=None,
+            size=None,
+            license="Apache-2.0 (pytorch-fid; TensorFlow Inception weights)",
+            filename="pt_inception-2015-12-05-6726825d.pth",
+            meta=_FID_META,
+        ),
+        WeightsEntry(
             name="syncnet_v2",
             family="syncnet",
             url="https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model",
@@ -404,6 +489,8 @@ DEFAULTS: dict[str, str] = {
     # GAN variant: film dubbing is judged on picture quality first, and its sync is close to wav2lip's.
     "wav2lip": "wav2lip_gan",
     "syncnet": "syncnet_v2",
+    "lipsync_expert": "lipsync_expert",
+    "fid": "fid_inception",
 }
 
 

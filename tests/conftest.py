@@ -82,3 +82,33 @@ def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
     shutil.rmtree(_RENDER_CACHE, ignore_errors=True)
     shutil.rmtree(_MODEL_STORE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def built_dataset(tmp_path_factory: pytest.TempPathFactory, model_store) -> Path:
+    """`dub train dataset` over the composite and four GRID sentences, ``lwbsza`` for validation (real models)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dub.cli import app
+
+    if not (MOBILENET.exists() and LIGHT_ASD.exists()):
+        pytest.skip("RetinaFace / Light-ASD weights missing from ../shared/data/weights")
+    root = tmp_path_factory.mktemp("train-dataset")
+    names = root / "names.json"
+    names.write_text(json.dumps({
+        "grid_two_face_turns": {"sides": {"left": "speaker-bbaf2n", "right": "speaker-lwbsza"}},
+        "bbaf2n": {"character": "speaker-bbaf2n"},
+        "lwbsza": {"character": "speaker-lwbsza"},
+        "lbax4n": {"character": "speaker-lbax4n"},
+        "id2_vcd_swwp2s": {"character": "speaker-swwp2s"},
+    }), encoding="utf-8")
+    films = [shared("asd-two-face-composite", "grid_two_face_turns.mp4"), shared("grid-talking-faces", "bbaf2n.mpg"),
+             shared("grid-talking-faces", "lwbsza.mpg"), shared("grid-talking-faces", "lbax4n.mpg"),
+             shared("grid-talking-faces", "id2_vcd_swwp2s.mpg")]
+    out = root / "dataset"
+    result = CliRunner().invoke(app, ["train", "dataset", *map(str, films), "--names", str(names), "--val", "lwbsza",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out

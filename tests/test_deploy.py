@@ -79,9 +79,18 @@ def test_deployments_have_limits_pull_step_schema_and_trigger(server, deployed):
         local = await client.read_deployment_by_name("dub-film/local")
         gpu = await client.read_deployment_by_name("dub-film/gpu")
         autos = await client.read_resource_related_automations(f"prefect.deployment.{gpu.id}")
-        return local, gpu, autos
+        train = await client.read_deployment_by_name("dub-film-train/train")
+        return local, gpu, autos, train
 
-    local, gpu, automations = api(server, read)
+    local, gpu, automations, train = api(server, read)
+
+    # The training deployment: its own flow, one run at a time on the GPU pool, every parameter described.
+    assert train.entrypoint == "flows/train.py:dub_film_train" and train.work_pool_name == "dub-film-gpu"
+    assert train.global_concurrency_limit.limit == 1 and train.enforce_parameter_schema
+    tprops = train.parameter_openapi_schema["properties"]
+    assert {"output", "films", "dataset", "expert_steps", "wav2lip_steps", "gan"} <= set(tprops)
+    assert train.parameter_openapi_schema.get("required") == ["output"]
+    assert [p for p, spec in tprops.items() if not spec.get("description")] == []
 
     assert local.work_pool_name == "dub-film-local" and gpu.work_pool_name == "dub-film-gpu"
     assert local.global_concurrency_limit.limit == 1

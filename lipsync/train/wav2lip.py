@@ -74,7 +74,19 @@ discriminator are wrapped in DistributedDataParallel (NCCL on CUDA, one GPU per
 own samples, and only rank 0 writes checkpoints and logs (losses logged are
 rank 0's).  Data is read in the training process (memory-mapped crops, cached
 mel): enough on CPU and for a single GPU; a multi-worker loader is a possible
-improvement.  No validation pass is run (the reference's periodic evaluation).
+improvement.
+
+**Evaluation hook** (the reference's periodic evaluation).  With ``evaluator``
+(a callable ``(generator, step) -> dict``), rank 0 calls it with the unwrapped
+generator (not the DDP wrapper) every ``evaluate_every`` steps, or, with
+``evaluate_every=None``, after each step that completes an epoch; the other ranks
+go on and wait for it in their next gradient all-reduce.  The generator is put
+back in train mode afterwards, and the returned metrics are written as
+``{"event": "eval", "step": N, **metrics, "eval_s": seconds}`` to
+``train_log.jsonl`` and the ``log`` callback, after the step's own line (and
+its checkpoint).  An exception raised by the evaluator stops training, as one
+from ``log`` does.  :func:`lipsync.train.fid.evaluate_generator` computes FID,
+LSE-D / LSE-C and L1 on a validation split (``dub train wav2lip --eval-every``).
 """
 
 from __future__ import annotations
@@ -302,6 +314,8 @@ def train_wav2lip(
     mel_offset: int = 0,
     amp: bool | None = None,
     keep_checkpoints: int | None = None,
+    evaluate_every: int | None = None,
+    evaluator: Callable[[nn.Module, int], dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Train (or continue training) a Wav2Lip generator in ``out_dir`` until ``global_step == steps``.
 
@@ -310,12 +324,17 @@ def train_wav2lip(
     an exception raised from it stops training (checkpoints written so far stay).
     ``keep_checkpoints`` keeps only the newest N ``checkpoint_step*`` files
     (None keeps all, as the reference does; ``last.pth`` is always kept).
+    ``evaluator(generator, step)`` is called by rank 0 every ``evaluate_every``
+    steps (None: once per epoch) and its metrics logged as an ``"eval"`` record
+    (see the module documentation).
     """
     from lipsync.models.expert import load_expert
     from lipsync.models.wav2lip import Wav2Lip, load_wav2lip
 
     if steps < 0 or batch_size < 1 or checkpoint_every < 1:
         raise ValueError("steps must be >= 0, batch_size and checkpoint_every >= 1")
+    if evaluate_every is not None and evaluate_every < 1:
+        raise ValueError(f"evaluate_every must be >= 1 (or None: once per epoch), got {evaluate_every}")
     if not gan:
         disc_wt = 0.0
     if syncnet_wt < 0 or disc_wt < 0 or syncnet_wt + disc_wt > 1:
@@ -494,7 +513,7 @@ def train_wav2lip(
                 record.update(disc_real=d_real.detach().item(), disc_fake=d_fake.detach().item())
 
             step += 1
-            epoch = step * b * world // samples_per_epoch
+            prev_epoch, epoch = epoch, step * b * world // samples_per_epoch
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             dt = time.perf_counter() - t0
@@ -506,6 +525,14 @@ def train_wav2lip(
                 last_saved = save(step, epoch) or last_saved
                 barrier()
             emit(record)
+            if evaluator is not None and is_main and (
+                step % evaluate_every == 0 if evaluate_every is not None else epoch > prev_epoch
+            ):
+                t_eval = time.perf_counter()
+                metrics = evaluator(generator, step)
+                generator.train()
+                emit({"event": "eval", "step": step, **{k: v for k, v in dict(metrics or {}).items() if k not in ("event", "step")},
+                      "eval_s": round(time.perf_counter() - t_eval, 3)})
         return TrainResult(out, step, epoch, last_saved, resumed_from, generator, optimizer, disc, disc_opt, expert, times)
     finally:
         if own_group:
