@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -75,4 +76,5 @@ def wav2lip(
     except (FileNotFoundError, ValueError, StoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(f"{out}: step {res.global_step}, last checkpoint {res.last_checkpoint}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
+        typer.echo(f"{out}: step {res.global_step}, last checkpoint {res.last_checkpoint}")

@@ -30,10 +30,10 @@ def test_flow_finetunes_on_the_film_then_renders_with_the_tuned_weights(tmp_path
     torch.save({"state_dict": {f"module.{k}": v for k, v in Wav2Lip().state_dict().items()}}, init)
     expert = tmp_path / "expert.pth"
     torch.save({"state_dict": SyncNetColor().state_dict(), "global_step": 0, "global_epoch": 0}, expert)
-    # bbaf2n frames [15, 65): the speaker's turn (ASD: frames 25-54 of the clip) and a little silence around it.
+    # bbaf2n frames [20, 58): the speaker's turn (ASD: frames 25-54 of the clip) and a little silence around it.
     film = tmp_path / "film.mp4"
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(shared("grid-talking-faces", "bbaf2n.mpg")),
-                    "-vf", "trim=start_frame=15:end_frame=65,setpts=PTS-STARTPTS", "-af", "atrim=start=0.6:end=2.6,asetpts=PTS-STARTPTS",
+                    "-vf", "trim=start_frame=20:end_frame=58,setpts=PTS-STARTPTS", "-af", "atrim=start=0.8:end=2.32,asetpts=PTS-STARTPTS",
                     "-c:v", "libx264", "-crf", "12", "-r", "25", "-c:a", "aac", str(film)], check=True)
     m = tmp_path / "job.yaml"
     m.write_text(yaml.safe_dump({

@@ -13,11 +13,11 @@ from conftest import shared
 
 
 def _film_of_three_face_shots(dst: Path) -> Path:
-    """Three GRID clips of 30 frames, cut together; the middle one mirrored and tinted so every cut is clear."""
+    """Three GRID clips of 18 frames (shots of at least min_shot_frames 15), cut together; the middle one mirrored and tinted so every cut is clear."""
     clips = [shared("grid-talking-faces", n) for n in ("bbaf2n.mpg", "lwbsza.mpg", "sbia1a.mpg")]
-    graph = ("[0:v]trim=end_frame=30,setpts=PTS-STARTPTS,format=yuv420p[a];"
-             "[1:v]trim=end_frame=30,setpts=PTS-STARTPTS,hflip,hue=h=120:s=1.5,format=yuv420p[b];"
-             "[2:v]trim=end_frame=30,setpts=PTS-STARTPTS,eq=brightness=0.15,format=yuv420p[c];"
+    graph = ("[0:v]trim=end_frame=18,setpts=PTS-STARTPTS,format=yuv420p[a];"
+             "[1:v]trim=end_frame=18,setpts=PTS-STARTPTS,hflip,hue=h=120:s=1.5,format=yuv420p[b];"
+             "[2:v]trim=end_frame=18,setpts=PTS-STARTPTS,eq=brightness=0.15,format=yuv420p[c];"
              "[a][b][c]concat=n=3:v=1:a=0[v]")
     cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y"]
     for c in clips:
