@@ -62,7 +62,7 @@ def _sources(films: list[str], names: Optional[Path]) -> list:
     """FilmSource per film, with the character names of ``--names`` (unknown film names refused)."""
     import json
 
-    from lipsync.train.dataset import FilmSource
+    from lipsync.train.dataset import name_sources
 
     table: dict = {}
     if names is not None:
@@ -72,20 +72,7 @@ def _sources(films: list[str], names: Optional[Path]) -> list:
             raise typer.BadParameter(f"{names}: not readable JSON ({exc})", param_hint="--names") from exc
         if not isinstance(table, dict):
             raise typer.BadParameter(f"{names}: expected an object keyed by film name", param_hint="--names")
-    sources = [FilmSource(f) for f in films]
-    known = {s.film_name for s in sources}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise typer.BadParameter(f"{names}: films {unknown} are not among those given ({sorted(known)})", param_hint="--names")
-    out = []
-    for s in sources:
-        spec = table.get(s.film_name) or {}
-        extra = sorted(set(spec) - {"character", "sides", "tracks"})
-        if extra:
-            raise typer.BadParameter(f"{names}: film {s.film_name!r} has unknown keys {extra}; use character, sides or tracks",
-                                     param_hint="--names")
-        try:
-            out.append(FilmSource(s.path, character=spec.get("character"), sides=spec.get("sides"), tracks=spec.get("tracks")))
-        except ValueError as exc:
-            raise typer.BadParameter(f"{names}: {exc}", param_hint="--names") from exc
-    return out
+    try:
+        return name_sources(films, table, where=str(names))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--names") from exc

@@ -34,7 +34,7 @@ def dataset_task(films: Sequence[str], out: Path, names: dict[str, dict[str, Any
     """Cut the films into talking-face clips (`dub train dataset`); an existing complete set is reused."""
     from lipsync.faces.detect import build_detector
     from lipsync.models.light_asd import load_light_asd
-    from lipsync.train.dataset import FilmSource, build_dataset
+    from lipsync.train.dataset import build_dataset, name_sources
 
     logger = get_run_logger()
     if (out / "dataset.json").exists():
@@ -44,12 +44,7 @@ def dataset_task(films: Sequence[str], out: Path, names: dict[str, dict[str, Any
         import shutil
 
         shutil.rmtree(out)
-    names = names or {}
-    sources = [FilmSource(f) for f in films]
-    unknown = sorted(set(names) - {s.film_name for s in sources})
-    if unknown:
-        raise ValueError(f"names: films {unknown} are not among those given ({[s.film_name for s in sources]})")
-    sources = [FilmSource(s.path, **{k: v for k, v in (names.get(s.film_name) or {}).items()}) for s in sources]
+    sources = name_sources(films, names)
     detector = build_detector("retinaface", weights="retinaface_mobilenet0.25", device=device)
     asd = load_light_asd(model_store.resolve("light_asd"), device)
     progress = reporter("dataset", logger)

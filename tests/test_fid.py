@@ -25,6 +25,7 @@ from torch import nn
 from torchvision.models.inception import InceptionA, InceptionC, InceptionE
 
 from conftest import shared
+from test_train_wav2lip import expert_ckpt  # noqa: F401  (a random expert in the published layout)
 from lipsync.media import FrameReader
 
 GRID = "bbaf2n.mpg"
@@ -109,18 +110,6 @@ def dataset(tmp_path_factory) -> Path:
     them), a 5-frame (unusable: no other reference window) holdout clip."""
     return _write_dataset(tmp_path_factory.mktemp("fid-dataset"), {
         "tr0": (0, 9, "train"), "tr1": (10, 19, "train"), "val0": (30, 46, "val"), "short": (60, 65, "holdout")})
-
-
-@pytest.fixture(scope="module")
-def expert_ckpt(tmp_path_factory) -> Path:
-    """A random expert (seed 0) in the published format, keys ``module.``-prefixed."""
-    from lipsync.models.expert import SyncNetColor
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("expert") / "expert_random.pth"
-    sd = SyncNetColor().state_dict()
-    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "global_step": 0, "global_epoch": 0}, path)
-    return path
 
 
 # --------------------------------------------------------------------------- the network and its weights

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -459,20 +459,9 @@ def load_light_asd(path: str | os.PathLike[str], device: str | torch.device = "c
     raises :class:`LightASDCheckpointError` naming the file and the keys.
     Read with ``weights_only=True``.
     """
-    where = os.fspath(path)
-    if not os.path.isfile(where):
-        raise FileNotFoundError(f"{where}: no such Light-ASD checkpoint file")
-    try:
-        obj: Any = torch.load(where, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike
-        raise LightASDCheckpointError(
-            f"{where}: not a Light-ASD checkpoint: torch.load could not read it as a (weights-only) torch file "
-            f"({exc.__class__.__name__}: {str(exc)[:300]})"
-        ) from exc
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise LightASDCheckpointError(f"{where}: not a Light-ASD checkpoint: expected a state dict of tensors, found {type(obj).__name__}")
+    from .checkpoint import read_state_dict
+
+    where, obj = read_state_dict(path, "Light-ASD", LightASDCheckpointError)
     sd = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in ((str(k), v) for k, v in obj.items())}
     ignored = tuple(sorted(k for k in sd if k.startswith(_UNUSED_PREFIXES)))
     used = {k: v for k, v in sd.items() if not k.startswith(_UNUSED_PREFIXES)}

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -189,7 +189,6 @@ class SyncNetCheckpointError(ValueError):
     """A file that is not a SyncNet checkpoint (the message names the file and the keys)."""
 
 
-_OPTIONAL_SUFFIX = ".num_batches_tracked"
 _PREFIXES = ("module.", "__S__.")
 
 
@@ -203,20 +202,9 @@ def load_syncnet(path: str | os.PathLike[str], device: str | torch.device = "cpu
     :class:`SyncNetCheckpointError` (a ``ValueError``) naming the file and the
     missing / unexpected keys.  Read with ``weights_only=True``.
     """
-    where = os.fspath(path)
-    if not os.path.isfile(where):
-        raise FileNotFoundError(f"{where}: no such SyncNet checkpoint file")
-    try:
-        obj: Any = torch.load(where, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike
-        raise SyncNetCheckpointError(
-            f"{where}: not a SyncNet checkpoint: torch.load could not read it as a (weights-only) torch file "
-            f"({exc.__class__.__name__}: {str(exc)[:300]})"
-        ) from exc
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise SyncNetCheckpointError(f"{where}: not a SyncNet checkpoint: expected a state dict of tensors, found {type(obj).__name__}")
+    from .checkpoint import load_exact, read_state_dict
+
+    where, obj = read_state_dict(path, "SyncNet", SyncNetCheckpointError)
     sd: dict[str, torch.Tensor] = {}
     for key, value in obj.items():
         k = str(key)
@@ -224,20 +212,5 @@ def load_syncnet(path: str | os.PathLike[str], device: str | torch.device = "cpu
             if k.startswith(prefix):
                 k = k[len(prefix) :]
         sd[k] = value
-    model = SyncNet()
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in sd and not k.endswith(_OPTIONAL_SUFFIX))
-    unexpected = sorted(k for k in sd if k not in own)
-    if missing or unexpected:
-        raise SyncNetCheckpointError(
-            f"{where}: not a SyncNet (syncnet_python syncnet_v2) state dict: {len(missing)} missing keys {missing[:8]}, "
-            f"{len(unexpected)} unexpected keys {unexpected[:8]}"
-        )
-    wrong = [f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
-    if wrong:
-        raise SyncNetCheckpointError(f"{where}: SyncNet keys match but {len(wrong)} tensor shapes do not: {wrong[:5]}")
-    for k, v in own.items():
-        if k not in sd:  # only num_batches_tracked can be absent here
-            sd[k] = v.clone()
-    model.load_state_dict(sd, strict=True)
+    model = load_exact(SyncNet(), sd, where, "SyncNet", "SyncNet (syncnet_python syncnet_v2)", SyncNetCheckpointError)
     return model.to(device).eval()

@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 #: ``progress(stage, done, total)``; stage names the film and step, e.g. ``"bbaf2n: faces"``.
 Progress = Callable[[str, int, int], None]
 
-__all__ = ["FilmSource", "ClipPlan", "build_dataset", "build_film_dataset", "write_film_clips", "select_speaking", "plan_clips",
+__all__ = ["FilmSource", "ClipPlan", "name_sources", "build_dataset", "build_film_dataset", "write_film_clips", "select_speaking", "plan_clips",
            "inference_crop", "character_split"]
 
 
@@ -239,6 +239,26 @@ def character_of(film: FilmSource, track: FaceTrack, width: int) -> str:
     if film.character:
         return film.character
     return film.film_name
+
+
+def name_sources(films: Sequence[str | os.PathLike[str]], names: Mapping[str, Mapping[str, Any]] | None,
+                 where: str = "names") -> list[FilmSource]:
+    """``FilmSource`` per film with its character names from ``names`` (keyed by film name, each
+    ``{"character": N} | {"sides": {...}} | {"tracks": {...}}``); unknown films or keys are refused."""
+    table = dict(names or {})
+    sources = [FilmSource(f) for f in films]
+    known = {s.film_name for s in sources}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{where}: films {unknown} are not among those given ({sorted(known)})")
+    out = []
+    for s in sources:
+        spec = table.get(s.film_name) or {}
+        extra = sorted(set(spec) - {"character", "sides", "tracks"})
+        if extra:
+            raise ValueError(f"{where}: film {s.film_name!r} has unknown keys {extra}; use character, sides or tracks")
+        out.append(FilmSource(s.path, character=spec.get("character"), sides=spec.get("sides"), tracks=spec.get("tracks")))
+    return out
 
 
 def _hash_fraction(character: str) -> float:

@@ -67,7 +67,7 @@ import copy
 import os
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -216,7 +216,6 @@ class FIDCheckpointError(ValueError):
     """A file that is not a FID Inception state dict (the message names the file and the keys)."""
 
 
-_OPTIONAL_SUFFIX = ".num_batches_tracked"
 
 
 def load_fid_inception(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> FIDInception:
@@ -228,39 +227,12 @@ def load_fid_inception(path: str | os.PathLike[str], device: str | torch.device 
     naming the file and the number of missing / unexpected keys.  Read with
     ``weights_only=True``.
     """
-    where = os.fspath(path)
-    if not os.path.isfile(where):
-        raise FileNotFoundError(f"{where}: no such FID Inception weights file")
-    try:
-        obj: Any = torch.load(where, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike
-        raise FIDCheckpointError(
-            f"{where}: not a FID Inception checkpoint: torch.load could not read it as a (weights-only) torch file "
-            f"({exc.__class__.__name__}: {str(exc)[:300]})"
-        ) from exc
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise FIDCheckpointError(f"{where}: not a FID Inception checkpoint: expected a state dict of tensors, "
-                                 f"found {type(obj).__name__}")
+    from lipsync.models.checkpoint import load_exact, read_state_dict
+
+    where, obj = read_state_dict(path, "FID Inception", FIDCheckpointError)
     sd = {(str(k)[len("module."):] if str(k).startswith("module.") else str(k)): v for k, v in obj.items()}
-    model = FIDInception()
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in sd and not k.endswith(_OPTIONAL_SUFFIX))
-    unexpected = sorted(k for k in sd if k not in own)
-    if missing or unexpected:
-        raise FIDCheckpointError(
-            f"{where}: not a FID Inception (pytorch-fid pt_inception-2015-12-05) state dict: {len(missing)} missing keys "
-            f"{missing[:8]}, {len(unexpected)} unexpected keys {unexpected[:8]} ({len(sd)} keys in the file, "
-            f"{FID_STATE_DICT_KEYS} expected)"
-        )
-    wrong = [f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
-    if wrong:
-        raise FIDCheckpointError(f"{where}: FID Inception keys match but {len(wrong)} tensor shapes do not: {wrong[:5]}")
-    for k, v in own.items():
-        if k not in sd:  # only num_batches_tracked can be absent here
-            sd[k] = v.clone()
-    model.load_state_dict(sd, strict=True)
+    model = load_exact(FIDInception(), sd, where, "FID Inception", "FID Inception (pytorch-fid pt_inception-2015-12-05)",
+                       FIDCheckpointError, note=f" ({len(sd)} keys in the file, {FID_STATE_DICT_KEYS} expected)")
     return model.to(device).eval()
 
 
