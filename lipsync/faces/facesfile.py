@@ -12,6 +12,7 @@ Layout (``dub-film/faces@1``, written atomically by :func:`dubcore.schema.write_
         {"id": "shot-0001", "frames": [0, 120],
          "tracks": [
            {"id": "shot-0001/face-01", "shot_id": "shot-0001", "frames": [10, 50],
+            "quality": {"castable": true, "reason": "castable: ...", "evidence": {"median_score": 0.99, ...}},
             "observations": [
               {"frame": 10, "box": [x1, y1, x2, y2], "landmarks": [[x, y] * 5],
                "score": 0.98, "source": "detected"}, ...]}]},
@@ -20,7 +21,9 @@ Layout (``dub-film/faces@1``, written atomically by :func:`dubcore.schema.write_
     }
 
 Every shot of the film that was tracked is listed, including shots with no
-track.  Coordinates are rounded to 1/1000 px and scores to 1e-5 by
+track.  ``quality`` is the verdict of :mod:`lipsync.faces.quality` on the track
+(castable or not, why, and the evidence); a track without it -- every track of a
+file written before the check existed -- is castable.  Coordinates are rounded to 1/1000 px and scores to 1e-5 by
 :meth:`FaceObservation.to_dict`, so a round trip returns
 ``FaceTrack.from_dict(track.to_dict())`` for each track written.
 """
@@ -37,6 +40,8 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 from dubcore.records import FaceTrack, Shot
 from dubcore.schema import SchemaError, read_json, schema_tag, write_json
 from dubcore.timebase import FrameRange, RateLike, format_rate, parse_rate
+
+from .quality import TrackQuality
 
 __all__ = ["FacesFile", "FacesShot", "read_faces", "write_faces"]
 
@@ -66,6 +71,12 @@ class FacesFile:
     shots: tuple[FacesShot, ...]
     dropped: tuple[dict[str, Any], ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, TrackQuality] = field(default_factory=dict)  # track id -> verdict; missing = castable
+
+    def castable(self, track_id: str) -> bool:
+        """Whether casting may drive ``track_id`` unasked (no verdict stored means castable)."""
+        q = self.quality.get(track_id)
+        return True if q is None else bool(q.castable)
 
     @property
     def tracks(self) -> tuple[FaceTrack, ...]:
@@ -135,6 +146,7 @@ def write_faces(
     tracks: Iterable[FaceTrack],
     dropped: Iterable[Mapping[str, Any]] = (),
     params: Mapping[str, Any] | None = None,
+    quality: Mapping[str, TrackQuality] | None = None,
 ) -> Path:
     """Write faces.json atomically; returns the path.
 
@@ -143,8 +155,11 @@ def write_faces(
     order.  Each track goes under the shot its ``shot_id`` names and must lie
     inside it; tracks of a shot are written in the order given.  ``dropped`` are
     JSON-ready dicts (e.g. :meth:`TrackingResult.dropped_dicts`); ``params`` the
-    parameters used (tracker, smoothing, detector), JSON-ready.  Raises
-    ``ValueError`` (and writes nothing) if the layout is inconsistent.
+    parameters used (tracker, smoothing, detector), JSON-ready.  ``quality``
+    maps track ids to their :class:`TrackQuality` (e.g. the merged
+    :attr:`TrackingResult.quality` of every shot); a track without one is written
+    without a verdict (castable).  Raises ``ValueError`` (and writes nothing) if
+    the layout is inconsistent or a verdict names a track not written.
     """
     entries = [_shot_entry(s) for s in shots]
     by_shot: dict[str, list[FaceTrack]] = {sid: [] for sid, _ in entries}
@@ -154,17 +169,39 @@ def write_faces(
         by_shot[t.shot_id].append(t)
     faces_shots = [FacesShot(sid, frames, tuple(by_shot[sid])) for sid, frames in entries]
     _check_layout(str(path), int(frame_count), faces_shots)
+    quality = dict(quality or {})
+    written = {t.id for s in faces_shots for t in s.tracks}
+    stray = sorted(set(quality) - written)
+    if stray:
+        raise ValueError(
+            f"{path}: quality given for {', '.join(stray)}, which are not among the tracks written; "
+            "pass the quality of the tracks given (TrackingResult.quality of the same results)"
+        )
+    for tid, q in quality.items():
+        if q.track_id != tid:
+            raise ValueError(f"{path}: quality under {tid!r} is the verdict on {q.track_id!r}; key it by its own track id")
     payload = {
         "source": str(source),
         "fps": format_rate(parse_rate(fps)),
         "frame_count": int(frame_count),
         "params": dict(params or {}),
         "shots": [
-            {"id": s.id, "frames": s.frames.to_list(), "tracks": [t.to_dict() for t in s.tracks]} for s in faces_shots
+            {"id": s.id, "frames": s.frames.to_list(), "tracks": [_track_entry(t, quality.get(t.id)) for t in s.tracks]}
+            for s in faces_shots
         ],
         "dropped": [dict(d) for d in dropped],
     }
     return write_json(path, KIND, payload)
+
+
+def _track_entry(track: FaceTrack, quality: TrackQuality | None) -> dict[str, Any]:
+    entry = track.to_dict()
+    if quality is None:
+        return entry
+    q = quality.to_dict()
+    del q["track_id"]  # the track's own id
+    observations = entry.pop("observations")
+    return {**entry, "quality": q, "observations": observations}
 
 
 def read_faces(path: str | os.PathLike[str]) -> FacesFile:
@@ -179,12 +216,23 @@ def read_faces(path: str | os.PathLike[str]) -> FacesFile:
         fps = parse_rate(data["fps"])
         frame_count = int(data["frame_count"])
         shots = []
+        quality: dict[str, TrackQuality] = {}
         for s in data["shots"]:
             sid = str(s["id"])
             try:
                 tracks = tuple(FaceTrack.from_dict(t) for t in s.get("tracks", []))
             except (KeyError, TypeError, ValueError) as exc:
                 raise SchemaError(f"{where}: shot {sid}: invalid track ({exc})") from exc
+            for t, entry in zip(tracks, s.get("tracks", [])):
+                if entry.get("quality") is None:
+                    continue
+                try:
+                    quality[t.id] = TrackQuality.from_dict({**entry["quality"], "track_id": t.id})
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise SchemaError(
+                        f"{where}: track {t.id}: invalid quality ({type(exc).__name__}: {exc}); expected "
+                        '{"castable": true|false, "reason": "...", "evidence": {name: number}}'
+                    ) from exc
             shots.append(FacesShot(sid, FrameRange.from_list(s["frames"]), tracks))
         _check_layout(where, frame_count, shots)
         dropped = tuple(dict(d) for d in data.get("dropped", []))
@@ -202,4 +250,5 @@ def read_faces(path: str | os.PathLike[str]) -> FacesFile:
         shots=tuple(shots),
         dropped=dropped,
         params=params,
+        quality=quality,
     )

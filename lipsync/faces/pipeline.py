@@ -9,7 +9,7 @@ own tracker.  A frame without a face is simply a frame with no detections.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -21,6 +21,7 @@ from dubcore.timebase import FrameRange
 from ..media.frames import FrameReader, FrameWriter, EncodeSettings
 from ..media.probe import MediaInfo, probe
 from .detect import FaceDetector
+from .quality import QualityParams, assess_tracks
 from .smooth import SmoothParams, smooth_track
 from .track import ShotTracker, TrackerParams, TrackingResult
 
@@ -31,14 +32,16 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class FaceTrackingParams:
-    """How faces are followed: tracker thresholds, smoothing, and whether to smooth."""
+    """How faces are followed: tracker thresholds, smoothing, whether to smooth, and the castable-face rules."""
 
     tracker: TrackerParams = field(default_factory=TrackerParams)
     smoothing: SmoothParams = field(default_factory=SmoothParams)
     smooth: bool = True
+    quality: QualityParams = field(default_factory=QualityParams)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tracker": self.tracker.to_dict(), "smoothing": self.smoothing.to_dict(), "smooth": self.smooth}
+        return {"tracker": self.tracker.to_dict(), "smoothing": self.smoothing.to_dict(), "smooth": self.smooth,
+                "quality": self.quality.to_dict()}
 
 
 def _batches(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
@@ -62,7 +65,13 @@ def track_shot_faces(
     info: MediaInfo | None = None,
     progress: Progress | None = None,
 ) -> TrackingResult:
-    """Face tracks of one shot, smoothed unless ``params.smooth`` is false."""
+    """Face tracks of one shot, smoothed unless ``params.smooth`` is false.
+
+    Every kept track gets a quality verdict (:func:`~lipsync.faces.quality.assess_tracks`,
+    on the raw tracks: smoothing would hide the jitter it measures) in
+    ``result.quality``.
+    """
+    info = info or probe(video)
     tracker = ShotTracker(shot.id, shot.frames.start, params.tracker)
     done = 0
     with FrameReader(video, frames=shot.frames, pix_fmt="bgr24", info=info) as reader:
@@ -73,14 +82,10 @@ def track_shot_faces(
             if progress is not None:
                 progress(done, shot.frames.duration)
     result = tracker.finish()
+    v = info.require_video()
+    result = replace(result, quality=assess_tracks(result.tracks, (v.width, v.height), params.quality))
     if params.smooth and result.tracks:
-        result = TrackingResult(
-            result.shot_id,
-            result.frames,
-            tuple(smooth_track(t, params.smoothing) for t in result.tracks),
-            result.dropped,
-            result.skipped_detections,
-        )
+        result = replace(result, tracks=tuple(smooth_track(t, params.smoothing) for t in result.tracks))
     return result
 
 

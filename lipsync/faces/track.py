@@ -35,8 +35,8 @@ first box centre; dropped ones ``"{shot_id}/dropped-{k:02d}"`` the same way.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -45,6 +45,7 @@ from dubcore.records import FaceObservation, FaceTrack
 from dubcore.timebase import FrameRange
 
 from .detect import Detections
+from .quality import TrackQuality
 
 __all__ = [
     "Detections",
@@ -140,16 +141,28 @@ class DroppedTrack:
 
 @dataclass(frozen=True)
 class TrackingResult:
-    """Tracks of one shot.  ``frames`` is the range of frames consumed."""
+    """Tracks of one shot.  ``frames`` is the range of frames consumed.
+
+    ``quality`` maps track ids of ``tracks`` to their :class:`TrackQuality`
+    (:func:`lipsync.faces.quality.assess_tracks`); a track without an entry is
+    castable.  Weak tracks stay in ``tracks``: ``dropped`` holds only the
+    tracker's own drops (too short, too small, unconfirmed).
+    """
 
     shot_id: str
     frames: FrameRange
     tracks: tuple[FaceTrack, ...]
     dropped: tuple[DroppedTrack, ...]
     skipped_detections: int = 0  # rows ignored: non-finite, empty box, or score < min_score
+    quality: Mapping[str, TrackQuality] = field(default_factory=dict)
 
     def dropped_dicts(self) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.dropped]
+
+    def castable(self, track_id: str) -> bool:
+        """Whether casting may drive ``track_id`` unasked (no quality verdict means castable)."""
+        q = self.quality.get(track_id)
+        return True if q is None else bool(q.castable)
 
 
 # --------------------------------------------------------------------------- geometry
