@@ -1,21 +1,49 @@
-"""Who speaks on screen, and which dubbed track drives which face.
+"""Casting, picture first: which face speaks in the original, as which character, dubbed by which voice.
 
-Two assignments, both solved with the Hungarian algorithm on explicit scores:
+The evidence, strongest first:
 
-1. **Original speakers <-> face tracks**, per shot: the affinity of track ``t`` and
-   diarized speaker ``s`` is the mean active-speaker evidence of ``t`` over the
-   frames where ``s`` talks, minus its mean over the frames where someone else
-   talks (so a face that moves its lips all the time, or never, scores near zero).
-   Within a shot each speaker takes at most one track and each track at most one
-   speaker; a pair below ``min_affinity`` is not linked.  A speaker linked to no
-   track in any shot is **off-screen** and drives nothing.
-2. **Dubbed tracks <-> original speakers**: by the time overlap of each dub
-   track's speech with each original speaker's turns (dubs are cut to the
-   picture, so a character's lines sit where the original actor's did); each
-   dub track takes at most one speaker.
+1. **The picture decides who speaks in a shot.**  A frame where speech is heard
+   (any diarized turn of the original) belongs to the face whose lips move with
+   it: among the shot's castable face tracks visible in that frame, the one with
+   the highest Light-ASD score (median-filtered as :mod:`lipsync.speakers.asd`
+   does), provided that score is above the model's own decision boundary
+   (:class:`~lipsync.speakers.asd.AsdParams`, logit 0).  Runs shorter than the
+   ASD's minimum speech duration are dropped.  A face that wins no frame has no
+   speaking evidence and is **never driven** (unless the operator names it in
+   ``casting.tracks``); a face whose quality check failed
+   (:mod:`lipsync.faces.quality`, ``castable=False``) takes no part either.
+2. **Diarization links those faces across shots into characters.**  Diarized
+   speaker ``s`` is the voice of face ``t`` when, over the frames where ``s``
+   talks while ``t`` is on screen, ``t`` is the speaking face more often than
+   not (``identity_ratio``, a majority).  Faces and speakers joined this way form
+   one character (so a voice that diarization split in two, or one face seen in
+   several shots, stays one character).  Links are taken strongest first and a
+   link that would put two faces *of the same shot* into one character is
+   refused: the picture proved they are two people, whatever diarization says
+   (the weaker face becomes a character of its own, flagged for review).  A
+   speaking face always keeps its best-overlapping speaker, even below the
+   majority, with a low confidence.
+3. **Dubbed voices go to characters** by the time overlap of each voice's speech
+   with the character's lines: the frames where its faces speak, plus its
+   speakers' turns where no other character's face is speaking (so a voice is
+   not credited with lines the picture gives to someone else).  The Hungarian
+   algorithm assigns one voice per character; when every voice comes from one
+   diarized dialogue stem (same audio), a further voice may join the character it
+   overlaps most, since it plays the same audio.  Speakers linked to no face are
+   off-screen characters: a voice that matches one of them drives no face.
 
-The operator's word wins: ``overrides`` fix any link (a dub role to a speaker or
-to a face track) before the rest is solved.
+The operator's word wins: ``overrides`` (dubbed voice -> original speaker) and
+``track_overrides`` (face track -> original speaker, or None: never lip-sync)
+are taken as given before the rest is solved.
+
+Every track gets a :class:`Decision`: the character and voice it speaks with (or
+why not), a **confidence** in [0, 1] and a **reason** in words.  Confidence is the
+weakest link of the chain: speaking (mean over the face's speaking frames of
+``p * (1 - q)``, ``p`` the face's speaking probability and ``q`` the strongest
+other visible face's), identity (the ratio of step 2) and voice (the overlap of
+step 3).  A decision below ``review_below`` (0.5: the evidence is no better than
+a coin) or contradicted by other evidence (two faces both plausible, a speaking
+face with no voice, a weak track whose lips move) is marked ``review``.
 """
 
 from __future__ import annotations
@@ -30,17 +58,35 @@ from scipy.optimize import linear_sum_assignment
 from dubcore.records import FaceTrack, Shot, SpeakerTurn
 from dubcore.timebase import FrameRange, sample_to_frame
 
+from .asd import AsdParams, smooth_scores
+
+
+@dataclass(frozen=True)
+class CastingParams:
+    """The rules' few parameters (see the module docstring); the ASD's own come from :class:`AsdParams`."""
+
+    asd: AsdParams = AsdParams()
+    identity_ratio: float = 0.5  # a speaker is a face's voice when the face speaks in most of its lines there
+    min_voice_overlap: float = 0.3  # a voice needs this share of its speech inside a character's lines
+    review_below: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"asd": self.asd.to_dict(), "identity_ratio": self.identity_ratio,
+                "min_voice_overlap": self.min_voice_overlap, "review_below": self.review_below}
+
 
 @dataclass(frozen=True)
 class TrackLink:
-    """A face track speaking as a diarized original speaker, with the frames where it speaks."""
+    """A face track speaking as a character (id: its main diarized speaker), with the frames where it speaks."""
 
     track_id: str
     shot_id: str
     speaker: str
-    affinity: float
+    affinity: float  # identity evidence: share of the speaker's lines (face on screen) where this face speaks
     speaking: tuple[FrameRange, ...]
     source: str = "asd"  # or "override"
+    confidence: float = 1.0
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,32 +94,78 @@ class TrackLink:
             "shot": self.shot_id,
             "speaker": self.speaker,
             "affinity": round(self.affinity, 4),
+            "confidence": round(self.confidence, 4),
             "speaking": [r.to_list() for r in self.speaking],
             "source": self.source,
+            "reason": self.reason,
         }
 
 
 @dataclass(frozen=True)
 class DubLink:
     role: str
-    speaker: str
-    overlap: float  # fraction of the dub track's speech inside the speaker's turns
+    speaker: str  # the character's id
+    overlap: float  # fraction of the voice's speech inside the character's lines
     source: str = "overlap"  # or "override"
 
 
 @dataclass(frozen=True)
+class CharacterGroup:
+    """A character: the diarized speakers and the face tracks that are one person."""
+
+    id: str
+    speakers: tuple[str, ...]
+    tracks: tuple[str, ...]
+
+    @property
+    def on_screen(self) -> bool:
+        return bool(self.tracks)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the casting decided for one face track, how sure it is, and why."""
+
+    track_id: str
+    shot_id: str
+    character: str | None
+    voice: str | None
+    driven: bool
+    confidence: float
+    reason: str
+    review: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"track": self.track_id, "shot": self.shot_id, "character": self.character, "voice": self.voice,
+                "driven": self.driven, "confidence": round(self.confidence, 4), "review": self.review, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Casting:
-    """The result: links, off-screen speakers, and per-track drive plans."""
+    """The result: links, characters, off-screen speakers, one decision per track."""
 
     track_links: tuple[TrackLink, ...]
     dub_links: tuple[DubLink, ...]
     off_screen: tuple[str, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    characters: tuple[CharacterGroup, ...] = ()
+    decisions: tuple[Decision, ...] = ()
 
     def role_for_speaker(self, speaker: str) -> str | None:
-        for link in self.dub_links:
-            if link.speaker == speaker:
-                return link.role
+        """The voice that dubs character ``speaker`` (the best-overlapping one when several share its audio)."""
+        roles = self.roles_for(speaker)
+        return roles[0] if roles else None
+
+    def roles_for(self, speaker: str) -> tuple[str, ...]:
+        links = [d for d in self.dub_links if d.speaker == speaker]
+        links.sort(key=lambda d: (d.source != "override", -d.overlap))
+        return tuple(d.role for d in links)
+
+    def character_of(self, speaker: str) -> str | None:
+        """The character that diarized speaker ``speaker`` belongs to."""
+        for c in self.characters:
+            if speaker in c.speakers or speaker == c.id:
+                return c.id
         return None
 
     def drives(self) -> dict[str, tuple[str, tuple[FrameRange, ...]]]:
@@ -89,12 +181,17 @@ class Casting:
         return {
             "track_links": [t.to_dict() for t in self.track_links],
             "dub_links": [
-                {"role": d.role, "speaker": d.speaker, "overlap": round(d.overlap, 4), "source": d.source} for d in self.dub_links
+                {"role": d.role, "speaker": d.speaker, "overlap": round(d.overlap, 4), "confidence": round(d.overlap, 4)
+                 if d.source != "override" else 1.0, "source": d.source} for d in self.dub_links
             ],
             "off_screen": list(self.off_screen),
             "drives": {tid: {"role": role, "speaking": [r.to_list() for r in ranges]} for tid, (role, ranges) in self.drives().items()},
+            "decisions": [d.to_dict() for d in self.decisions],
             "notes": list(self.notes),
         }
+
+
+# --------------------------------------------------------------------------- helpers
 
 
 def turn_frames(turns: Iterable[SpeakerTurn], fps: Fraction, frame_count: int) -> dict[str, np.ndarray]:
@@ -108,6 +205,16 @@ def turn_frames(turns: Iterable[SpeakerTurn], fps: Fraction, frame_count: int) -
     return masks
 
 
+def span_frames(spans: Iterable[tuple[int, int]], rate: int, fps: Fraction, frame_count: int) -> np.ndarray:
+    """A boolean mask over the film's frames: True where any half-open sample span (at ``rate``) touches."""
+    mask = np.zeros(frame_count, bool)
+    for a, b in spans:
+        f0 = sample_to_frame(int(a), fps, rate, "floor")
+        f1 = sample_to_frame(int(b), fps, rate, "ceil")
+        mask[max(0, f0) : min(frame_count, f1)] = True
+    return mask
+
+
 def ranges_of(mask: np.ndarray, offset: int = 0) -> tuple[FrameRange, ...]:
     """Half-open runs of True in ``mask`` as frame ranges shifted by ``offset``."""
     padded = np.concatenate([[False], mask.astype(bool), [False]])
@@ -115,13 +222,372 @@ def ranges_of(mask: np.ndarray, offset: int = 0) -> tuple[FrameRange, ...]:
     return tuple(FrameRange(int(a) + offset, int(b) + offset) for a, b in zip(edges[::2], edges[1::2]))
 
 
-def affinity(scores: np.ndarray, own: np.ndarray, others: np.ndarray) -> float:
-    """Mean speaking evidence where the speaker talks minus where others talk (``scores`` are logits)."""
-    p = 1.0 / (1.0 + np.exp(-np.asarray(scores, dtype=np.float64)))
-    if not own.any():
-        return 0.0
-    base = float(p[others].mean()) if others.any() else float(p[~own].mean()) if (~own).any() else 0.0
-    return float(p[own].mean()) - base
+def drop_short_runs(mask: np.ndarray, min_len: int) -> np.ndarray:
+    out = mask.astype(bool).copy()
+    if min_len <= 1:
+        return out
+    for r in ranges_of(out):
+        if r.duration < min_len:
+            out[r.start : r.end] = False
+    return out
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+class _Groups:
+    """Union-find over face tracks and speakers that never joins two faces of one shot."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+        self.shots: dict[str, dict[str, str]] = {}  # root -> {shot id: track id}
+
+    def add(self, node: str, shot: str | None = None, track: str | None = None) -> None:
+        if node not in self.parent:
+            self.parent[node] = node
+            self.shots[node] = {shot: track} if shot is not None and track is not None else {}
+
+    def find(self, node: str) -> str:
+        while self.parent[node] != node:
+            self.parent[node] = self.parent[self.parent[node]]
+            node = self.parent[node]
+        return node
+
+    def conflict(self, a: str, b: str) -> str | None:
+        """The shot in which joining ``a`` and ``b`` would put two faces in one character, if any."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return None
+        sa, sb = self.shots[ra], self.shots[rb]
+        for shot in set(sa) & set(sb):
+            if sa[shot] != sb[shot]:
+                return shot
+        return None
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+            self.shots[ra].update(self.shots.pop(rb))
+
+
+# --------------------------------------------------------------------------- the casting
+
+
+@dataclass
+class _Face:
+    track: FaceTrack
+    speaking: np.ndarray  # over the track's frames: this face is the speaking face
+    smoothed: np.ndarray  # its median-filtered Light-ASD logits, over the track's frames
+    heard: int  # frames of the track with speech heard
+    lips: int  # frames where its own filtered score is above the boundary while speech is heard
+
+
+def _speaking_faces(shots: Sequence[Shot], tracks: Sequence[FaceTrack], scores: Mapping[str, np.ndarray],
+                    speech: np.ndarray, competing: set[str], fps: Fraction, params: CastingParams) -> dict[str, _Face]:
+    """Step 1 for every track (a non-competing track gets its own evidence but wins no frame)."""
+    kernel = params.asd.median_frames(fps)
+    min_len = params.asd.min_speech_frames(fps)
+    boundary = params.asd.threshold
+    faces: dict[str, _Face] = {}
+    by_shot: dict[str, list[FaceTrack]] = {}
+    for t in tracks:
+        by_shot.setdefault(t.shot_id, []).append(t)
+    for shot_id, shot_tracks in by_shot.items():
+        a = min(t.frames.start for t in shot_tracks)
+        b = max(t.frames.end for t in shot_tracks)
+        n = b - a
+        sm = np.full((len(shot_tracks), n), -np.inf)
+        for i, t in enumerate(shot_tracks):
+            s = np.asarray(scores.get(t.id, np.full(t.frames.duration, -np.inf)), dtype=np.float64)
+            if len(s) != t.frames.duration:
+                raise ValueError(f"{t.id}: {len(s)} ASD scores for {t.frames.duration} frames")
+            sm[i, t.frames.start - a : t.frames.end - a] = smooth_scores(s, kernel) if np.isfinite(s).all() else s
+        heard = speech[a:b]
+        live = np.array([t.id in competing for t in shot_tracks])
+        comp = np.where(live[:, None], sm, -np.inf)
+        winner = np.argmax(comp, axis=0)
+        best = comp[winner, np.arange(n)]
+        for i, t in enumerate(shot_tracks):
+            sl = slice(t.frames.start - a, t.frames.end - a)
+            own = sm[i, sl]
+            mine = heard[sl] & live[i] & (winner[sl] == i) & (best[sl] > boundary)
+            faces[t.id] = _Face(t, drop_short_runs(mine, min_len), own.copy(), int(heard[sl].sum()),
+                                int(np.sum(heard[sl] & (own > boundary))))
+    return faces
+
+
+def cast(
+    shots: Sequence[Shot],
+    tracks: Sequence[FaceTrack],
+    scores: Mapping[str, np.ndarray],
+    turns: Sequence[SpeakerTurn],
+    dub_activity: Mapping[str, Sequence[tuple[int, int]]],
+    fps: Fraction,
+    frame_count: int,
+    *,
+    overrides: Mapping[str, str] | None = None,
+    track_overrides: Mapping[str, str | None] | None = None,
+    castable: Mapping[str, bool] | None = None,
+    weak_reasons: Mapping[str, str] | None = None,
+    shared_audio: bool = False,
+    params: CastingParams = CastingParams(),
+) -> Casting:
+    """Cast the film (see the module docstring).
+
+    ``scores[track_id]`` holds one Light-ASD logit per frame of the track;
+    ``dub_activity[voice]`` the half-open sample ranges (at the turns' rate) where
+    each dubbed voice speaks; ``castable[track_id]`` False for a track that failed
+    the face quality check (``weak_reasons`` says why); ``shared_audio`` True when
+    all voices play one dialogue stem."""
+    fps = Fraction(fps)
+    overrides = dict(overrides or {})
+    fixed = dict(track_overrides or {})
+    castable = dict(castable or {})
+    weak_reasons = dict(weak_reasons or {})
+    masks = turn_frames(turns, fps, frame_count)
+    speakers_all = sorted(masks)
+    speech = np.zeros(frame_count, bool)
+    for m in masks.values():
+        speech |= m
+    rate = next((t.sample_rate for t in turns), 16000)
+    min_len = params.asd.min_speech_frames(fps)
+    shot_ids = {s.id for s in shots}
+    tracks = [t for t in tracks if t.shot_id in shot_ids]
+    by_id = {t.id: t for t in tracks}
+
+    competing = {t.id for t in tracks if (castable.get(t.id, True) and t.id not in fixed) or fixed.get(t.id) is not None}
+    faces = _speaking_faces(shots, tracks, scores, speech, competing, fps, params)
+
+    # Step 2: characters.
+    groups = _Groups()
+    for s in speakers_all:
+        groups.add(s)
+    for t in tracks:
+        groups.add(t.id, t.shot_id, t.id)
+    edges: list[tuple[float, str, str, float]] = []  # (weight, track, speaker, ratio)
+    ratios: dict[tuple[str, str], float] = {}
+    notes: list[str] = []
+    for t in tracks:
+        if t.id in fixed:
+            if fixed[t.id] is not None:
+                edges.append((float("inf"), t.id, str(fixed[t.id]), 1.0))
+            continue
+        f = faces[t.id]
+        if t.id not in competing or f.speaking.sum() < min_len:
+            continue
+        sl = slice(t.frames.start, t.frames.end)
+        cand = []
+        for s in speakers_all:
+            own = masks[s][sl]
+            n, k = int(own.sum()), int(np.sum(own & f.speaking))
+            if n and k:
+                ratios[(t.id, s)] = k / n
+                cand.append((k, s, k / n))
+        if not cand:
+            continue
+        cand.sort(reverse=True)
+        for k, s, ratio in cand:
+            if (k, s, ratio) == cand[0] or (ratio >= params.identity_ratio and k >= min_len):
+                edges.append((float(k), t.id, s, ratio))
+    edges.sort(key=lambda e: (-e[0], e[1], e[2]))
+    refused: dict[str, list[str]] = {}
+    for weight, tid, s, ratio in edges:
+        shot = groups.conflict(tid, s)
+        if shot is not None:
+            other = groups.shots[groups.find(s)][shot]
+            refused.setdefault(tid, []).append(
+                f"diarization gives {s} to both {tid} and {other} in {shot}, but the picture shows two faces speaking: kept apart")
+            continue
+        groups.union(tid, s)
+
+    members: dict[str, tuple[list[str], list[str]]] = {}
+    for node in list(groups.parent):
+        root = groups.find(node)
+        spk, trk = members.setdefault(root, ([], []))
+        (trk if node in by_id else spk).append(node)
+    talk = {s: int(masks[s].sum()) for s in speakers_all}
+    characters: list[CharacterGroup] = []
+    char_of: dict[str, str] = {}
+    for root, (spk, trk) in members.items():
+        linked = [tid for tid in trk if tid in fixed and fixed[tid] is not None
+                  or (tid in competing and tid not in fixed and faces[tid].speaking.sum() >= min_len)]
+        if not spk and not linked:
+            continue
+        spk = sorted(spk, key=lambda s: (-talk[s], s))
+        cid = spk[0] if spk else f"face:{linked[0]}"
+        characters.append(CharacterGroup(cid, tuple(spk), tuple(sorted(linked))))
+        for node in spk + linked:
+            char_of[node] = cid
+    characters.sort(key=lambda c: (c.id.startswith("face:"), c.id))
+    for c in characters:
+        if len(c.speakers) > 1 and c.tracks:
+            notes.append(f"{', '.join(c.speakers)} speak through the same face ({', '.join(c.tracks)}): one character {c.id}")
+
+    # The frames where each track speaks, as its link will say: where its character's voice talks and its
+    # lips move (the picture chose the face, diarization says when that voice is heard).  A character with
+    # no diarized voice of its own keeps the frames the picture gave it.
+    boundary = params.asd.threshold
+    talk_of: dict[str, np.ndarray] = {}
+    for c in characters:
+        m = np.zeros(frame_count, bool)
+        for s in c.speakers:
+            m |= masks[s]
+        talk_of[c.id] = m
+    group_of = {c.id: c for c in characters}
+    speaking: dict[str, np.ndarray] = {}
+    for c in characters:
+        for tid in c.tracks:
+            t = by_id[tid]
+            sl = slice(t.frames.start, t.frames.end)
+            if tid in fixed:
+                speaking[tid] = talk_of[c.id][sl].copy()
+            elif c.speakers:
+                speaking[tid] = drop_short_runs(talk_of[c.id][sl] & (faces[tid].smoothed > boundary), min_len)
+            else:
+                speaking[tid] = faces[tid].speaking
+    # How sure: p (this face speaks) x (1 - q), q the strongest rival face there; a face of another
+    # character whose voice is silent at that frame is no rival.
+    support: dict[str, tuple[float, int, tuple[str, ...]]] = {}
+    for tid, m in speaking.items():
+        t, cid = by_id[tid], char_of[tid]
+        q = np.zeros(t.frames.duration)
+        rivals = []
+        for u in tracks:
+            if u.id == tid or u.shot_id != t.shot_id or u.id not in competing:
+                continue
+            a, b = max(t.frames.start, u.frames.start), min(t.frames.end, u.frames.end)
+            if a >= b:
+                continue
+            pu = _sigmoid(faces[u.id].smoothed[a - u.frames.start : b - u.frames.start])
+            cu = char_of.get(u.id)
+            if cu is not None and cu != cid and group_of[cu].speakers:
+                pu = pu * talk_of[cu][a:b]
+            q[a - t.frames.start : b - t.frames.start] = np.maximum(q[a - t.frames.start : b - t.frames.start], pu)
+            if np.any(m[a - t.frames.start : b - t.frames.start] & (pu > 0.5)):
+                rivals.append(u.id)
+        p = _sigmoid(faces[tid].smoothed)
+        conf = float(np.mean(p[m] * (1.0 - q[m]))) if m.any() else 0.0
+        support[tid] = (conf, int(np.sum(m & (q > 0.5))), tuple(rivals))
+    # Each character's lines: its faces' speaking frames, plus its speakers' turns not given to another face.
+    picture = {c.id: np.zeros(frame_count, bool) for c in characters}
+    for c in characters:
+        for tid in c.tracks:
+            t = by_id[tid]
+            picture[c.id][t.frames.start : t.frames.end] |= speaking[tid]
+    lines: dict[str, np.ndarray] = {}
+    for c in characters:
+        m = picture[c.id].copy()
+        taken = np.zeros(frame_count, bool)
+        for other in characters:
+            if other.id != c.id:
+                taken |= picture[other.id]
+        for s in c.speakers:
+            m |= masks[s] & ~taken
+        lines[c.id] = m
+
+    # Step 3: voices.
+    dub_links: list[DubLink] = []
+    voice_masks = {r: span_frames(sp, rate, fps, frame_count) for r, sp in dub_activity.items()}
+    taken_chars: set[str] = set()
+    for role, speaker in overrides.items():
+        cid = char_of.get(speaker, speaker)
+        dub_links.append(DubLink(role, cid, 1.0, "override"))
+        taken_chars.add(cid)
+    roles = [r for r in dub_activity if r not in overrides]
+    open_chars = [c.id for c in characters if c.id not in taken_chars]
+    overlap = np.zeros((len(roles), len(open_chars)))
+    for i, r in enumerate(roles):
+        total = int(voice_masks[r].sum()) or 1
+        for j, cid in enumerate(open_chars):
+            overlap[i, j] = float(np.sum(voice_masks[r] & lines[cid])) / total
+    assigned: set[str] = set()
+    if roles and open_chars:
+        rows, cols = linear_sum_assignment(-overlap)
+        for i, j in zip(rows, cols):
+            if overlap[i, j] >= params.min_voice_overlap:
+                dub_links.append(DubLink(roles[i], open_chars[j], float(overlap[i, j])))
+                assigned.add(roles[i])
+        if shared_audio:
+            for i, r in enumerate(roles):
+                if r not in assigned and overlap.shape[1]:
+                    j = int(np.argmax(overlap[i]))
+                    if overlap[i, j] >= params.min_voice_overlap:
+                        dub_links.append(DubLink(r, open_chars[j], float(overlap[i, j]), "overlap-shared"))
+                        assigned.add(r)
+    for r in roles:
+        if r not in assigned:
+            best = f" (best: {overlap[roles.index(r)].max():.0%} of its speech)" if open_chars else ""
+            notes.append(f"dub track {r} matches no character: it drives no face{best}")
+    voice_of: dict[str, tuple[str, float]] = {}
+    for d in sorted(dub_links, key=lambda d: (d.source != "override", -d.overlap)):
+        voice_of.setdefault(d.speaker, (d.role, d.overlap))
+
+    # Step 4: links and decisions.
+    off = tuple(sorted(c.id for c in characters if not c.on_screen))
+    for s in speakers_all:
+        if s not in char_of:
+            off += (s,)
+    notes += [f"speaker {s} is never on screen: left alone" for s in off]
+    links: list[TrackLink] = []
+    decisions: list[Decision] = []
+    for t in tracks:
+        f = faces[t.id]
+        cid = char_of.get(t.id)
+        role, vconf = voice_of.get(cid, (None, 0.0)) if cid else (None, 0.0)
+        if t.id in fixed:
+            if fixed[t.id] is None:
+                decisions.append(Decision(t.id, t.shot_id, None, None, False, 1.0, "operator: never lip-sync this face (casting.tracks)"))
+                continue
+            link = TrackLink(t.id, t.shot_id, cid or str(fixed[t.id]), 1.0, ranges_of(speaking[t.id], t.frames.start),
+                             "override", 1.0, f"operator: this face speaks as {fixed[t.id]} (casting.tracks)")
+            links.append(link)
+            decisions.append(Decision(t.id, t.shot_id, link.speaker, role, role is not None and bool(link.speaking), 1.0,
+                                      link.reason + ("" if role else "; no dubbed voice for it"), role is None))
+            continue
+        evidence = f"Light-ASD: its lips move with the speech in {f.lips} of {f.heard} frame(s) with speech"
+        if not castable.get(t.id, True):
+            why = weak_reasons.get(t.id, "failed the face quality check")
+            review = f.lips >= min_len
+            decisions.append(Decision(t.id, t.shot_id, None, None, False, 1.0 if not review else 0.5,
+                                      f"not cast: weak face track ({why}); {evidence}"
+                                      + ("; name it in casting.tracks if it is a real face" if review else ""), review))
+            continue
+        if cid is None:
+            if f.lips >= min_len:
+                reason = f"not driven: another face is the speaker wherever its lips move ({evidence})"
+            else:
+                reason = f"not driven: no speaking evidence ({evidence})"
+            decisions.append(Decision(t.id, t.shot_id, None, None, False, 1.0, reason))
+            continue
+        n_speak = int(speaking[t.id].sum())
+        group = group_of[cid]
+        identity = max((ratios.get((t.id, s), 0.0) for s in group.speakers), default=0.0)
+        speak_conf, contested, rivals = support.get(t.id, (0.0, 0, ()))
+        parts = [f"speaks in {n_speak} of {f.heard} frame(s) with speech (Light-ASD, confidence {speak_conf:.2f}"
+                 + (f"; {contested} frame(s) contested by {', '.join(rivals)})" if contested else "; no other face speaks)")]
+        if group.speakers:
+            parts.append(f"as {cid}: {identity:.0%} of {'/'.join(group.speakers)}'s lines here are spoken by this face")
+        else:
+            parts.append(f"as {cid}: no diarized voice of its own")
+        parts += refused.get(t.id, [])
+        conf_chain = [speak_conf, identity]
+        if role is None:
+            parts.append(f"no dubbed voice matches {cid}: not driven")
+        elif role in overrides:
+            parts.append(f"dubbed by {role} (operator: casting.voices)")
+        else:
+            parts.append(f"dubbed by {role} ({vconf:.0%} of its speech in {cid}'s lines)")
+            conf_chain.append(vconf)
+        conf = float(min(conf_chain))
+        review = role is None or conf < params.review_below or t.id in refused
+        links.append(TrackLink(t.id, t.shot_id, cid, identity, ranges_of(speaking[t.id], t.frames.start), "asd", conf, "; ".join(parts)))
+        decisions.append(Decision(t.id, t.shot_id, cid, role, role is not None and n_speak > 0, conf, "; ".join(parts), review))
+    for d in decisions:
+        if d.review:
+            notes.append(f"review {d.track_id}: {d.reason}")
+    return Casting(tuple(links), tuple(dub_links), off, tuple(notes), tuple(characters), tuple(decisions))
 
 
 def link_tracks(
@@ -132,55 +598,13 @@ def link_tracks(
     fps: Fraction,
     frame_count: int,
     *,
-    min_affinity: float = 0.15,
-    speaking_threshold: float = 0.0,
     track_overrides: Mapping[str, str | None] | None = None,
+    castable: Mapping[str, bool] | None = None,
+    params: CastingParams = CastingParams(),
 ) -> tuple[TrackLink, ...]:
-    """Link face tracks to diarized speakers shot by shot (see the module docstring).
-
-    ``scores[track_id]`` holds one active-speaker logit per frame of the track.  The
-    speaking ranges of a link are the frames where the speaker talks *and* the
-    track's score exceeds ``speaking_threshold``.  ``track_overrides`` (track id ->
-    speaker, or None for "never linked") are taken as given: such a track and its
-    speaker leave that shot's assignment; an overridden link speaks wherever its
-    speaker talks (the operator said so, whatever the scores).
-    """
-    masks = turn_frames(turns, fps, frame_count)
-    speakers_all = sorted(masks)
-    fixed = dict(track_overrides or {})
-    links: list[TrackLink] = []
-    for shot in shots:
-        shot_tracks = [t for t in tracks if t.shot_id == shot.id]
-        taken: set[str] = set()
-        for t in shot_tracks:
-            if t.id in fixed and fixed[t.id] is not None:
-                s = str(fixed[t.id])
-                own = masks.get(s, np.zeros(frame_count, bool))[t.frames.start : t.frames.end]
-                links.append(TrackLink(t.id, shot.id, s, 1.0, ranges_of(own, t.frames.start), "override"))
-                taken.add(s)
-        shot_tracks = [t for t in shot_tracks if t.id not in fixed]
-        speakers = [s for s in speakers_all if s not in taken]
-        if not shot_tracks or not speakers:
-            continue
-        cost = np.zeros((len(shot_tracks), len(speakers)))
-        for i, t in enumerate(shot_tracks):
-            sl = slice(t.frames.start, t.frames.end)
-            anyone = np.zeros(t.frames.duration, bool)
-            for s in speakers_all:
-                anyone |= masks[s][sl]
-            for j, s in enumerate(speakers):
-                own = masks[s][sl]
-                cost[i, j] = -affinity(scores[t.id], own, anyone & ~own)
-        rows, cols = linear_sum_assignment(cost)
-        for i, j in zip(rows, cols):
-            a = -cost[i, j]
-            if a < min_affinity:
-                continue
-            t, s = shot_tracks[i], speakers[j]
-            sl = slice(t.frames.start, t.frames.end)
-            speaking = masks[s][sl] & (np.asarray(scores[t.id]) > speaking_threshold)
-            links.append(TrackLink(t.id, shot.id, s, a, ranges_of(speaking, t.frames.start)))
-    return tuple(links)
+    """The face links of :func:`cast` alone (no dubbed voices)."""
+    return cast(shots, tracks, scores, turns, {}, fps, frame_count, track_overrides=track_overrides,
+                castable=castable, params=params).track_links
 
 
 def match_dub(
@@ -190,12 +614,10 @@ def match_dub(
     overrides: Mapping[str, str] | None = None,
     min_overlap: float = 0.3,
 ) -> tuple[DubLink, ...]:
-    """Assign dub roles to original speakers by speech overlap (samples at the turns' rate).
+    """Dubbed voices to diarized speakers by speech overlap alone (samples at the turns' rate), one each.
 
-    ``dub_activity[role]`` lists the half-open sample ranges where that dub track
-    speaks.  ``overrides`` (role -> speaker) are taken as given and removed from
-    the assignment.
-    """
+    The casting itself matches voices to *characters* (:func:`cast`); this is the
+    voice-only view, e.g. to compare two diarizations."""
     overrides = dict(overrides or {})
     links = [DubLink(role, speaker, 1.0, "override") for role, speaker in overrides.items()]
     roles = [r for r in dub_activity if r not in overrides]
@@ -219,30 +641,3 @@ def match_dub(
         if overlap[i, j] >= min_overlap:
             links.append(DubLink(roles[i], speakers[j], float(overlap[i, j])))
     return tuple(links)
-
-
-def cast(
-    shots: Sequence[Shot],
-    tracks: Sequence[FaceTrack],
-    scores: Mapping[str, np.ndarray],
-    turns: Sequence[SpeakerTurn],
-    dub_activity: Mapping[str, Sequence[tuple[int, int]]],
-    fps: Fraction,
-    frame_count: int,
-    *,
-    overrides: Mapping[str, str] | None = None,
-    track_overrides: Mapping[str, str | None] | None = None,
-    min_affinity: float = 0.15,
-    min_overlap: float = 0.3,
-) -> Casting:
-    """Both assignments and the off-screen speakers."""
-    track_links = link_tracks(shots, tracks, scores, turns, fps, frame_count, min_affinity=min_affinity,
-                              track_overrides=track_overrides)
-    dub_links = match_dub(dub_activity, turns, overrides=overrides, min_overlap=min_overlap)
-    on_screen = {link.speaker for link in track_links}
-    all_speakers = sorted({t.speaker for t in turns})
-    off = tuple(s for s in all_speakers if s not in on_screen)
-    notes = [f"speaker {s} is never on screen: left alone" for s in off]
-    unmatched = sorted(set(dub_activity) - {d.role for d in dub_links})
-    notes += [f"dub track {r} matches no original speaker" for r in unmatched]
-    return Casting(track_links, dub_links, off, tuple(notes))

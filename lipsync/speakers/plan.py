@@ -40,7 +40,7 @@ from dubcore.records import FaceTrack, Shot, SpeakerTurn
 from dubcore.schema import read_json, write_json
 from dubcore.timebase import FrameRange, format_rate, parse_rate, sample_to_frame
 
-from .match import Casting, cast, ranges_of
+from .match import Casting, CastingParams, Decision, cast, ranges_of
 
 KIND = "speakers"
 
@@ -105,9 +105,11 @@ class Character:
     shots: tuple[str, ...]
     voice: str | None
     on_screen: bool
+    speakers: tuple[str, ...] = ()  # the diarized speakers that are this character's voice
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "on_screen": self.on_screen, "voice": self.voice, "tracks": list(self.tracks), "shots": list(self.shots)}
+        return {"id": self.id, "on_screen": self.on_screen, "voice": self.voice, "speakers": list(self.speakers or (self.id,)),
+                "tracks": list(self.tracks), "shots": list(self.shots)}
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,10 @@ class SpeakerPlan:
     def drives_in(self, shot_id: str) -> list[Drive]:
         return [d for d in self.drives if d.shot_id == shot_id]
 
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        return self.casting.decisions
+
     def drive_of(self, track_id: str) -> Drive | None:
         return next((d for d in self.drives if d.track_id == track_id), None)
 
@@ -145,6 +151,8 @@ class SpeakerPlan:
             "voice_links": casting["dub_links"],
             "track_links": casting["track_links"],
             "drives": [d.to_dict() for d in self.drives],
+            "decisions": casting["decisions"],
+            "review": [d for d in casting["decisions"] if d["review"]],
             "original_turns": [t.to_dict() for t in self.turns],
             "notes": list(self.notes) + list(self.casting.notes),
         }
@@ -208,31 +216,36 @@ def plan_speakers(
     frame_count: int,
     *,
     overrides: Overrides = Overrides(),
-    min_affinity: float = 0.15,
-    min_overlap: float = 0.3,
+    castable: Mapping[str, bool] | None = None,
+    weak_reasons: Mapping[str, str] | None = None,
+    params: CastingParams = CastingParams(),
     pad_frames: int = 2,
 ) -> SpeakerPlan:
-    """Cast the film (see the module docstring)."""
+    """Cast the film (see the module docstring and :mod:`lipsync.speakers.match`)."""
     fps = parse_rate(fps)
     _check_overrides(overrides, voices, turns, tracks)
     rates = {v.sample_rate for v in voices} | {t.sample_rate for t in turns}
     if len(rates) > 1:
         raise ValueError(f"voices and turns must share one sample rate, got {sorted(rates)}")
     activity = {v.name: list(v.speech) for v in voices}
+    shared = len(voices) > 1 and len({v.audio for v in voices}) == 1
     casting = cast(shots, tracks, scores, turns, activity, fps, frame_count,
                    overrides=dict(overrides.voices), track_overrides=dict(overrides.tracks),
-                   min_affinity=min_affinity, min_overlap=min_overlap)
+                   castable=castable, weak_reasons=weak_reasons, shared_audio=shared, params=params)
     by_name = {v.name: v for v in voices}
     track_by_id = {t.id: t for t in tracks}
     drives: list[Drive] = []
     for link in casting.track_links:
-        voice_name = casting.role_for_speaker(link.speaker)
-        if voice_name is None:
+        roles = casting.roles_for(link.speaker)
+        if not roles:
             continue
-        voice = by_name[voice_name]
+        voice = by_name[roles[0]]
         t = track_by_id[link.track_id]
         sl = slice(t.frames.start, t.frames.end)
-        want = _mask(voice.speech, voice.sample_rate, fps, frame_count)[sl].copy()
+        want = np.zeros(t.frames.duration, bool)
+        for name in roles:  # several voices of one character share its audio (a diarized dialogue stem)
+            if by_name[name].audio == voice.audio:
+                want |= _mask(by_name[name].speech, voice.sample_rate, fps, frame_count)[sl]
         for r in link.speaking:
             want[r.start - t.frames.start : r.end - t.frames.start] = True
         want = _dilate(want, pad_frames)
@@ -240,10 +253,10 @@ def plan_speakers(
         if ranges:
             drives.append(Drive(t.id, t.shot_id, voice.name, voice.audio, ranges))
     characters = []
-    for speaker in sorted({t.speaker for t in turns}):
-        links = [l for l in casting.track_links if l.speaker == speaker]
-        characters.append(Character(speaker, tuple(l.track_id for l in links), tuple(dict.fromkeys(l.shot_id for l in links)),
-                                    casting.role_for_speaker(speaker), bool(links)))
+    for group in casting.characters:
+        links = [l for l in casting.track_links if l.speaker == group.id]
+        characters.append(Character(group.id, tuple(l.track_id for l in links), tuple(dict.fromkeys(l.shot_id for l in links)),
+                                    casting.role_for_speaker(group.id), bool(links), group.speakers))
     notes = []
     for d in casting.dub_links:
         if d.speaker in casting.off_screen:

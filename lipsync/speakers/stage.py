@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -100,3 +100,24 @@ def score_faces(film, info, tracks: Sequence[FaceTrack], audio: np.ndarray, job:
 
 def overrides_of(job: DubJob) -> Overrides:
     return Overrides(voices=dict(job.casting.voices), tracks=dict(job.casting.tracks))
+
+
+def cast_film(shots, tracks: Sequence[FaceTrack], asd, turns, voices: Sequence[DubVoice], job: DubJob,  # type: ignore[no-untyped-def]
+              fps, frame_count: int, quality: Mapping[str, Any] | None = None):
+    """The casting of a job (:func:`~lipsync.speakers.plan.plan_speakers`), as ``dub run`` and ``dub match`` both do it.
+
+    ``asd`` is the :class:`~lipsync.speakers.asd.AsdResult` of ``tracks``; ``quality``
+    maps track ids to their face quality (:class:`lipsync.faces.quality.TrackQuality`:
+    ``castable`` and ``reason``); a track without one is castable."""
+    from .asd import AsdParams
+    from .match import CastingParams
+    from .plan import plan_speakers
+
+    scores = {t.track_id: np.asarray(t.scores) for t in asd.tracks}
+    quality = dict(quality or {})
+    castable = {tid: bool(getattr(q, "castable", True)) for tid, q in quality.items()}
+    reasons = {tid: str(getattr(q, "reason", "")) for tid, q in quality.items()}
+    decision = {k: float(v) for k, v in (asd.params or {}).items() if k in ("threshold", "median_seconds", "min_speech_seconds")}
+    params = CastingParams(asd=AsdParams(**decision))  # the speaking rule the ASD stage used
+    return plan_speakers(list(shots), list(tracks), scores, list(turns), voices, fps, frame_count,
+                         overrides=overrides_of(job), castable=castable, weak_reasons=reasons, params=params)
