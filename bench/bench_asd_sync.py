@@ -1,22 +1,27 @@
-"""Light-ASD lip-sync offset (lipsync.qc.asd_sync) on the GRID clips with constructed audio delays.
+"""Weight-free lip-sync offset (lipsync.qc.asd_sync) on the GRID clips with constructed audio delays.
 
 For each of the 8 clips of ``../shared/data/grid-talking-faces`` (3 s, 25 fps,
 one face): RetinaFace track (the longest), crops, one visual encoding, then
 :func:`~lipsync.qc.asd_sync.asd_offset` with the audio delayed by each of
 ``--delays`` frames (positive = the audio comes later: zeros prepended, tail
 dropped; negative = head dropped, zeros appended).  Prints per clip and delay
-the truth, the estimate (the module's rule, and the plain argmax of the same
-curve for comparison), the confidence, then the hit rate (within 1 frame),
-the mean |error| and the time per track-second:
+the truth, the estimate (the module's rule: Light-ASD curve + mouth-envelope
+curve, z-scored and summed, argmax), each signal's own offset (Light-ASD,
+middle of the top; mouth envelope, argmax), whether they agree, the
+confidence (R^2 of the mouth fit), then the hit rate (within 1 frame) of each,
+the mean |error| and the time per track-second.  ``--heads`` adds the two
+8 s talking heads of ``../shared/data/talking-heads`` (first 200 frames), whose
+true offset is unknown: there the spread of ``estimate - delay`` over the
+delays says how steadily the estimate follows a delay.  Times:
 
 * crops: decode + 112 px crops (face detection is not counted);
 * visual: the visual encoder, once per track;
-* offset: one ``asd_offset`` call with the visual embedding given (audio
-  encoder once + ``2 * max_offset + 1`` back-end passes);
+* offset: one ``estimate_offset`` call with the visual embedding given (audio
+  encoder once + ``2 * max_offset + 1`` back-end passes + the mouth-envelope fit);
 * per measurement = visual + offset (a track measured against one audio).
 
-    .venv/bin/python bench/bench_asd_sync.py [--device cpu|cuda] [--threads 1] [--delays 0,3,-3,6]
-                                             [--max-offset 15] [--window 5]
+    .venv/bin/python bench/bench_asd_sync.py [--device cpu|cuda] [--threads 1] [--delays 0,3,-3,6,-6]
+                                             [--max-offset 15] [--window 5] [--heads]
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from lipsync.faces.pipeline import track_shot_faces  # noqa: E402
 from lipsync.media.audio import load_audio  # noqa: E402
 from lipsync.media.probe import probe  # noqa: E402
 from lipsync.models.light_asd import load_light_asd  # noqa: E402
-from lipsync.qc.asd_sync import SYNC_WINDOW, asd_offset  # noqa: E402
+from lipsync.qc.asd_sync import SYNC_WINDOW, estimate_offset  # noqa: E402
 from lipsync.speakers.asd import crop_tracks, encode_faces  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -59,7 +64,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--delays", default="0,3,-3,6", help="audio delays in frames, comma-separated")
+    ap.add_argument("--delays", default="0,3,-3,6,-6", help="audio delays in frames, comma-separated")
+    ap.add_argument("--heads", action="store_true", help="also the talking-heads clips (true offset unknown)")
     ap.add_argument("--max-offset", type=int, default=15)
     ap.add_argument("--window", type=int, default=SYNC_WINDOW)
     ap.add_argument("--weights", default=str(WEIGHTS))
@@ -69,7 +75,7 @@ def main() -> None:
     delays = [int(d) for d in args.delays.split(",") if d.strip()]
     model = load_light_asd(args.weights, args.device)
     detector = build_detector("retinaface", weights=str(RETINAFACE), device=args.device)
-    clips = sorted(CLIPS.glob("*.mpg"))
+    clips = sorted(CLIPS.glob("*.mpg")) + (sorted((SHARED / "talking-heads").glob("*.mp4")) if args.heads else [])
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"{len(clips)} clips, delays {delays}, max_offset {args.max_offset}, window {args.window}")
 
@@ -77,14 +83,14 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    print(f"{'clip':<20} {'truth':>5} {'est':>4} {'argmax':>6} {'conf':>5}")
-    errors, argmax_errors = [], []
+    print(f"{'clip':<34} {'truth':>5} {'est':>4} {'asd':>4} {'mouth':>5} {'agree':>5} {'conf':>5}")
+    errors, asd_errors, mouth_errors, head_errors = [], [], [], {}
     seconds = t_crop = t_visual = t_offset = 0.0
     calls = 0
     for clip in clips:
         info = probe(clip)
         v = info.require_video()
-        shot = ShotList.from_cuts(str(clip), v.fps, v.frame_count, []).shots[0]
+        shot = ShotList.from_cuts(str(clip), v.fps, min(v.frame_count, 200), []).shots[0]
         tracks = track_shot_faces(clip, shot, detector, info=info).tracks
         if not tracks:
             print(f"{clip.name:<20} no face")
@@ -102,22 +108,26 @@ def main() -> None:
         for k in delays:
             late = delay_audio(audio, k)
             t3 = time.perf_counter()
-            r = asd_offset(crops, late, 0, model, max_offset=args.max_offset, window=args.window, visual_embed=visual)
+            r = estimate_offset(crops, late, 0, model, max_offset=args.max_offset, window=args.window, visual_embed=visual)
             sync()
             t_offset += time.perf_counter() - t3
             calls += 1
-            top = int(np.argmax(r.curve)) - r.max_offset
-            errors.append(abs(r.offset - k))
-            argmax_errors.append(abs(top - k))
+            if clip.suffix == ".mp4":
+                head_errors.setdefault(clip.name, []).append(r.offset - k)
+            else:
+                errors.append(abs(r.offset - k))
+                asd_errors.append(abs(r.asd.offset - k))
+                mouth_errors.append(abs(r.mouth_offset - k))
             miss = "" if abs(r.offset - k) <= 1 else "  MISS"
-            print(f"{clip.name:<20} {k:>+5d} {r.offset:>+4d} {top:>+6d} {r.confidence:>5.2f}{miss}", flush=True)
-    if not errors:
-        return
-    e, a = np.array(errors), np.array(argmax_errors)
-    print(f"rule (middle of the top): within 1 frame {int(np.sum(e <= 1))}/{len(e)} ({100 * np.mean(e <= 1):.0f}%), "
-          f"exact {int(np.sum(e == 0))}, mean |error| {e.mean():.2f} frames")
-    print(f"plain argmax:             within 1 frame {int(np.sum(a <= 1))}/{len(a)} ({100 * np.mean(a <= 1):.0f}%), "
-          f"exact {int(np.sum(a == 0))}, mean |error| {a.mean():.2f} frames")
+            print(f"{clip.name:<34} {k:>+5d} {r.offset:>+4d} {r.asd.offset:>+4d} {r.mouth_offset:>+5d} {str(r.agree):>5} "
+                  f"{r.confidence:>5.2f}{miss}", flush=True)
+    for name, errs in (("combined (the rule)", errors), ("Light-ASD alone", asd_errors), ("mouth envelope alone", mouth_errors)):
+        if errs:
+            e = np.array(errs)
+            print(f"GRID, {name:<21}: within 1 frame {int(np.sum(e <= 1))}/{len(e)} ({100 * np.mean(e <= 1):.0f}%), "
+                  f"exact {int(np.sum(e == 0))}, mean |error| {e.mean():.2f} frames")
+    for name, errs in head_errors.items():
+        print(f"{name}: estimate - delay {errs} (spread {max(errs) - min(errs)})")
     offset_per_second = t_offset / (seconds * len(delays))  # every track is measured once per delay
     print(f"time per track-second: crops {t_crop / seconds * 1000:.0f} ms, visual {t_visual / seconds * 1000:.0f} ms, "
           f"offset {offset_per_second * 1000:.0f} ms; one measurement (visual + offset) "

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dubcore.manifest import JobOptions
 from dubcore.records import FaceTrack, Shot
-from lipsync.qc.report import QCReport, QCThresholds, ShotQC, write_qc_report
+from lipsync.qc.report import RANK, VERDICTS, QCReport, QCThresholds, ShotQC, write_qc_report
 from lipsync.qc.shots import AudioSource, QCModels, qc_shot
 
 from .faces import _device
@@ -85,13 +85,15 @@ def qc_shot_task(
 
 def qc_markdown(report: QCReport, html_location: str) -> str:
     c = report.counts
-    lines = [f"# QC: {report.title}", "", f"**{c['fail']} fail, {c['review']} review, {c['pass']} pass** "
-             f"of {len(report.shots)} shot(s). Full report: [{html_location}]({html_location})", "",
-             "| shot | start | end | status | verdict | tracks |", "|---|---|---|---|---|---|"]
-    order = {"fail": 0, "review": 1, "pass": 2}
-    for s in sorted(report.shots, key=lambda s: (order[s.verdict], s.frames[0])):
+    counts = ", ".join(f"{c[v]} {v}" for v in VERDICTS)
+    lines = [f"# QC: {report.title}", "", f"**{counts}** "
+             f"of {len(report.shots)} shot(s). Full report: [{html_location}]({html_location})", ""]
+    lines += [f"Note: {n}" for n in report.signals.get("notes", [])]
+    lines += ["", "| shot | start | end | status | verdict | tracks | casting |", "|---|---|---|---|---|---|---|"]
+    for s in sorted(report.shots, key=lambda s: (RANK[s.verdict], s.frames[0])):
         tracks = ", ".join(f"{t.track_id} {t.verdict}" for t in s.tracks) or "-"
-        lines.append(f"| {s.shot_id} | {s.start_timecode} | {s.end_timecode} | {s.status} | {s.verdict} | {tracks} |")
+        casting = ", ".join(f"{c['track']}: {c['issue']}" for c in s.casting_issues) or "-"
+        lines.append(f"| {s.shot_id} | {s.start_timecode} | {s.end_timecode} | {s.status} | {s.verdict} | {tracks} | {casting} |")
     return "\n".join(lines)
 
 

@@ -1,8 +1,10 @@
-"""Light-ASD lip-sync offset (lipsync.qc.asd_sync): the sign and the curve on a synthetic model, the accuracy on GRID.
+"""Weight-free lip-sync offset (lipsync.qc.asd_sync): the sign and the curve on a synthetic model, the accuracy on GRID.
 
 GRID: the 8 talking-face clips of ../shared/data/grid-talking-faces, one RetinaFace
-track each, their audio delayed by 0, +3, -3 and +6 frames (32 cases).  Each clip
-is detected, cropped and visually encoded once; the four delays reuse them.
+track each, their audio delayed by 0, +3, -3, +6 and -6 frames (40 cases).  Each clip
+is detected, cropped and visually encoded once; the five delays reuse them.  Each
+case is measured with :func:`~lipsync.qc.asd_sync.estimate_offset` (the rule), which
+also gives the Light-ASD-only offset (the previous rule) for comparison.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dubcore.records import FaceObservation, FaceTrack, ShotList
 from dubcore.timebase import FrameRange
 
 LIGHT_ASD = SHARED / "weights" / "light-asd" / "pretrain_AVA_CVPR.model"
-DELAYS = (0, 3, -3, 6)
+DELAYS = (0, 3, -3, 6, -6)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -117,6 +119,26 @@ def test_sign_positive_offset_means_the_audio_is_late(k):
     assert asd_offset(crops, late[20 * 640 :], 20, model, max_offset=8).offset == k
 
 
+@pytest.mark.parametrize("k", [-5, 0, 4])
+def test_estimate_combines_light_asd_and_the_mouth_envelope(k):
+    from lipsync.qc.asd_sync import envelope_db, estimate_offset, mouth_envelope_curve
+
+    model = _StubASD()
+    crops, audio = _synthetic(first=20, n=60, total=100, seed=11)
+    r = estimate_offset(crops, delay_audio(audio, k), 0, model, max_offset=8)
+    assert (r.offset, r.asd.offset, r.mouth_offset, r.agree) == (k, k, k, True)
+    assert r.confidence > 0.9 and r.mouth_curve[k + 8] == pytest.approx(r.confidence)  # the mouth explains the level
+    d = r.to_dict()
+    assert d["method"] == "light-asd+mouth-envelope" and d["offset"] == k and len(d["curve"]) == len(d["mouth_curve"]) == 17
+    # A mouth that does not follow the voice (another random pattern): low confidence.
+    other, _ = _synthetic(first=20, n=60, total=100, seed=12)
+    assert estimate_offset(other, delay_audio(audio, k), 0, model, max_offset=8).confidence < 0.3
+    # Level: dB re the loudest frame, floored at -60; frames outside the array are marked invalid and never fitted.
+    level, valid = envelope_db(np.ones(3200, np.float32), -640, 7)
+    assert valid.tolist() == [False] + [True] * 5 + [False] and level[1] == 0.0 and level[0] == -60.0
+    assert mouth_envelope_curve(np.arange(20.0), np.zeros(22), np.zeros(22, bool), 1).tolist() == [0.0, 0.0, 0.0]
+
+
 def test_curve_edges_to_dict_and_peak_rule():
     from lipsync.qc.asd_sync import AsdSync, asd_offset, sync_peak
 
@@ -152,16 +174,18 @@ def asd_model(model_store):
 
 @pytest.fixture(scope="module")
 def grid_sync(face_detector, asd_model):
-    """Rows ``(clip, delay, estimate, confidence)`` for the 8 clips x 4 delays, and a printable table."""
+    """Rows ``(clip, delay, estimate, confidence, Light-ASD offset, mouth offset, agree)`` for the 8 clips x 5 delays,
+    the verdict of each case without SyncNet, and a printable table."""
     from lipsync.faces.pipeline import track_shot_faces
     from lipsync.media.audio import load_audio
     from lipsync.media.probe import probe
-    from lipsync.qc.asd_sync import asd_offset
+    from lipsync.qc.asd_sync import estimate_offset
+    from lipsync.qc.report import verdict
     from lipsync.speakers.asd import crop_tracks, encode_faces
 
     clips = sorted(glob.glob(str(shared("grid-talking-faces") / "*.mpg")))
     assert len(clips) == 8
-    rows = []
+    rows, verdicts = [], {}
     for clip in clips:
         info = probe(clip)
         v = info.require_video()
@@ -172,36 +196,53 @@ def grid_sync(face_detector, asd_model):
         visual = encode_faces(crops, asd_model)
         audio = load_audio(clip, 16000)
         for k in DELAYS:
-            r = asd_offset(crops, delay_audio(audio, k), 0, asd_model, visual_embed=visual)
-            rows.append((os.path.basename(clip), k, r.offset, r.confidence))
-    errors = np.array([abs(est - k) for _c, k, est, _f in rows])
-    lines = [f"{'clip':<20} {'truth':>5} {'est':>4} {'conf':>5}"]
-    lines += [f"{c:<20} {k:>+5d} {est:>+4d} {conf:>5.2f}{'' if abs(est - k) <= 1 else '  MISS'}" for c, k, est, conf in rows]
-    lines.append(f"within 1 frame: {int(np.sum(errors <= 1))}/{len(rows)} ({100 * np.mean(errors <= 1):.0f}%), "
-                 f"exact {int(np.sum(errors == 0))}, mean |error| {errors.mean():.2f} frames")
+            r = estimate_offset(crops, delay_audio(audio, k), 0, asd_model, visual_embed=visual)
+            rows.append((os.path.basename(clip), k, r.offset, r.confidence, r.asd.offset, r.mouth_offset, r.agree))
+            verdicts[(os.path.basename(clip), k)] = verdict(None, None, r.to_dict())[0]
+    errors = np.array([abs(row[2] - row[1]) for row in rows])
+    asd_errors = np.array([abs(row[4] - row[1]) for row in rows])
+    lines = [f"{'clip':<20} {'truth':>5} {'est':>4} {'conf':>5} {'asd':>4} {'mouth':>5} agree verdict"]
+    lines += [f"{c:<20} {k:>+5d} {est:>+4d} {conf:>5.2f} {ao:>+4d} {mo:>+5d} {str(ag):>5} {verdicts[(c, k)]:<10}"
+              f"{'' if abs(est - k) <= 1 else '  MISS'}" for c, k, est, conf, ao, mo, ag in rows]
+    for name, e in (("estimate", errors), ("Light-ASD alone", asd_errors)):
+        lines.append(f"{name}: within 1 frame {int(np.sum(e <= 1))}/{len(rows)} ({100 * np.mean(e <= 1):.0f}%), "
+                     f"exact {int(np.sum(e == 0))}, mean |error| {e.mean():.2f} frames")
     table = "\n".join(lines)
     print("\n" + table)
-    return {"rows": rows, "errors": errors, "table": table}
+    return {"rows": rows, "errors": errors, "asd_errors": asd_errors, "verdicts": verdicts, "table": table}
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "Light-ASD (AVA weights) is an active-speaker detector, not a sync model: its curves over -15..+15 frames are "
-    "flat (max - median 0.05-0.26 logit) and their tops move by a few frames with the input. Best rule found "
-    "(5-frame back-end windows, middle of the top; see lipsync/qc/asd_sync.py): 23/32 within 1 frame (72%), "
-    "mean |error| 1.28 frames, against the issue's 90%."))
+    "Measured 31/40 within 1 frame (78%), mean |error| 1.15 frames, with Light-ASD + mouth envelope (Light-ASD alone: "
+    "26/40, 65%); the issue asks 90%. 5 of the 9 misses are lbax4n, whose picture all three signals (Light-ASD, "
+    "mouth envelope, mouth motion) read 4 frames early at every delay: most likely the source clip itself is out of "
+    "sync, which caps any correct estimator at 35/40 (88%) on this set. See lipsync/qc/asd_sync.py."))
 def test_grid_offset_within_one_frame_in_90_percent_of_cases(grid_sync):
     hits = int(np.sum(grid_sync["errors"] <= 1))
     assert hits >= 0.9 * len(grid_sync["rows"]), grid_sync["table"]
 
 
 def test_grid_offset_what_it_does_reach(grid_sync):
-    """The measured level (23/32, mean |error| 1.28), with a little room: a coarse check that follows the delay."""
-    rows, errors = grid_sync["rows"], grid_sync["errors"]
-    assert int(np.sum(errors <= 1)) >= 21, grid_sync["table"]
-    assert errors.mean() <= 1.6 and errors.max() <= 5, grid_sync["table"]
-    est = {(c, k): e for c, k, e, _f in rows}
+    """The measured level (31/40, mean |error| 1.15; Light-ASD alone 26/40), with a little room."""
+    rows, errors, asd_errors = grid_sync["rows"], grid_sync["errors"], grid_sync["asd_errors"]
+    assert int(np.sum(errors <= 1)) >= 29, grid_sync["table"]
+    assert errors.mean() <= 1.4 and errors.max() <= 6, grid_sync["table"]
+    assert int(np.sum(errors <= 1)) >= int(np.sum(asd_errors <= 1)) + 3, grid_sync["table"]  # the mouth envelope helps
+    est = {(c, k): e for c, k, e, *_ in rows}
     clips = sorted({c for c, *_ in rows})
     # Every clip: +6 frames late reads later than 3 frames early; on average the estimates follow the delays in order.
     assert all(est[(c, 6)] > est[(c, -3)] for c in clips), grid_sync["table"]
-    means = [np.mean([est[(c, k)] for c in clips]) for k in (-3, 0, 3, 6)]
-    assert means == sorted(means) and len(set(means)) == 4, (means, grid_sync["table"])
+    means = [np.mean([est[(c, k)] for c in clips]) for k in (-6, -3, 0, 3, 6)]
+    assert means == sorted(means) and len(set(means)) == 5, (means, grid_sync["table"])
+
+
+def test_grid_verdicts_without_syncnet(grid_sync):
+    """Without SyncNet nothing passes; a clear estimate (confident, both signals agreeing) flags the large delays."""
+    v = grid_sync["verdicts"]
+    clips = sorted({c for c, *_ in grid_sync["rows"]})
+    assert "pass" not in v.values(), grid_sync["table"]
+    flagged = {k: sum(v[(c, k)] in ("fail", "review") for c in clips) for k in DELAYS}
+    failed = {k: sum(v[(c, k)] == "fail" for c in clips) for k in DELAYS}
+    print(f"\nfail or review per delay: {flagged}; fail: {failed}")
+    assert failed[6] >= 5 and flagged[3] >= 3, (flagged, grid_sync["table"])
+    assert flagged[0] <= 1, (flagged, grid_sync["table"])  # in-sync originals: at most the one whose source reads 4 frames off

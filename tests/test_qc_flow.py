@@ -38,9 +38,10 @@ def test_retry_renders_a_second_take_and_delivers_the_better_one(tmp_path):
         "dub": {"dialogue": str(shared("grid-talking-faces", "lwbsza.mpg"))},
         "options": {"lipsync_checkpoint": str(ckpt), "lipsync_backend": "local", "lipsync_device": "cpu",
                     "audio_length_policy": "pad", "speakers": "off", "video_codec": "ffv1", "container": "mkv",
-                    # An unreachable confidence makes every Light-ASD verdict 'review': the retry must run.
+                    # No SyncNet weights: every verdict is 'unverified' (an unreachable confidence keeps an
+                    # estimated offset from making it review/fail), so a retry on 'unverified' must run.
                     "qc_thresholds": {"asd_confidence_pass": 1.0e9},
-                    "qc_retry": {"enabled": True, "on": ["review"], "crop_bottom": 0.3}},
+                    "qc_retry": {"enabled": True, "on": ["unverified"], "crop_bottom": 0.3}},
     }))
     out = tmp_path / "out"
     result = _run_in_process(m, out)
@@ -53,6 +54,8 @@ def test_retry_renders_a_second_take_and_delivers_the_better_one(tmp_path):
     s1, s2 = (tuple(t["score"]) for t in retry["takes"])
     assert retry["kept"] == (2 if s2 > s1 else 1)
     assert qc["signals"]["retried"] == ["shot-0001"]
+    assert qc["shots"][0]["verdict"] == "unverified" and qc["summary"]["pass"] == 1  # the face shot; the blank shot passes
+    assert "no SyncNet weights" in qc["shots"][0]["tracks"][0]["reasons"][0]
     assert report["shots"][1]["status"] == "unchanged" and "retry" not in report["shots"][1]
     assert not (out / "shots" / "shot-0001" / "segment.take2.mkv").exists()
     assert json.loads((out / "shots" / "shot-0001" / "shot.json").read_text())["render"]["retry"]["kept"] == retry["kept"]

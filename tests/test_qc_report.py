@@ -47,12 +47,22 @@ def test_verdict_without_reference_and_with_light_asd_only():
     assert verdict({"lse_d": 7.0, "lse_c": 6.5, "offset": 0}, None, None)[0] == "pass"
     assert verdict({"lse_d": 8.5, "lse_c": 6.5, "offset": 0}, None, None)[0] == "review"
     assert verdict({"lse_d": 9.0, "lse_c": 2.0, "offset": 0}, None, None)[0] == "fail"
-    assert verdict(None, None, {"offset": 1, "confidence": 0.15})[0] == "pass"
-    assert verdict(None, None, {"offset": 1, "confidence": 0.05})[0] == "review"
-    assert verdict(None, None, {"offset": -5, "confidence": 0.9})[0] == "fail"
-    assert verdict(None, None, None) == ("review", ("no sync measurement",))
-    strict = QCThresholds(max_offset_pass=0)
-    assert verdict(None, None, {"offset": 1, "confidence": 0.8}, strict)[0] == "review"
+    # Without SyncNet nothing passes: the weight-free estimate can flag a clear offset, never vouch for sync.
+    est = {"method": "light-asd+mouth-envelope", "asd_offset": 0, "mouth_offset": 0, "agree": True}
+    v, reasons = verdict(None, None, {**est, "offset": 0, "confidence": 0.9})
+    assert v == "unverified" and "no SyncNet weights" in reasons[0] and "estimated offset +0" in reasons[0]
+    assert verdict(None, None, {**est, "offset": 1, "confidence": 0.15})[0] == "unverified"
+    assert verdict(None, None, {**est, "offset": 2, "confidence": 0.9})[0] == "unverified"  # within the estimate's error of 1
+    assert verdict(None, None, {**est, "offset": 3, "confidence": 0.9})[0] == "review"
+    v, reasons = verdict(None, None, {**est, "offset": -5, "confidence": 0.9})
+    assert v == "fail" and "-5 frames" in reasons[0]
+    assert verdict(None, None, {**est, "offset": -5, "confidence": 0.05})[0] == "unverified"  # not clear: low confidence
+    v, reasons = verdict(None, None, {**est, "offset": -5, "confidence": 0.9, "agree": False, "asd_offset": 0, "mouth_offset": -5})
+    assert v == "unverified" and "disagree" in reasons[0]  # not clear: the two signals disagree
+    assert verdict(None, None, {"offset": 1, "confidence": 0.8})[0] == "unverified"  # a Light-ASD-only record (no method)
+    assert verdict(None, None, None) == ("unverified", ("no sync measurement",))
+    strict = QCThresholds(max_offset_pass=0, max_offset_fail=1)
+    assert verdict(None, None, {**est, "offset": 2, "confidence": 0.8}, strict)[0] == "fail"
 
 
 # --------------------------------------------------------------------------- a 3-shot film through `dub qc`
@@ -165,7 +175,8 @@ def test_html_sorts_by_verdict_in_the_browser(tmp_path):
         t = TrackQC(f"shot-000{i}/face-01", "ALICE", (i * 10, i * 10 + 10), 10, {}, None, None, {"offset": 0, "confidence": 1.0}, v, ("x",))
         return ShotQC(f"shot-000{i}", (i * 10, i * 10 + 10), "00:00:00:00", "00:00:00:10", "rendered", None, (t,), v)
 
-    report = QCReport("t", "t.mp4", "25", QCThresholds(), (shot(1, "pass"), shot(2, "fail"), shot(3, "review"), shot(4, "fail")))
+    report = QCReport("t", "t.mp4", "25", QCThresholds(),
+                      (shot(1, "pass"), shot(2, "fail"), shot(5, "unverified"), shot(3, "review"), shot(4, "fail")))
     page = write_qc_report(tmp_path / "qc", report)["html"]
     order = []
     for url in (page.as_uri(), page.as_uri() + "#sort=verdict"):
@@ -174,5 +185,7 @@ def test_html_sorts_by_verdict_in_the_browser(tmp_path):
         parser = _Shots()
         parser.feed(dom.stdout)
         order.append([(r["id"], r["verdict"]) for r in parser.rows])
-    assert [v for _, v in order[0]] == ["pass", "fail", "review", "fail"]  # film order as written
-    assert order[1] == [("shot-0002", "fail"), ("shot-0004", "fail"), ("shot-0003", "review"), ("shot-0001", "pass")]
+    assert [v for _, v in order[0]] == ["pass", "fail", "unverified", "review", "fail"]  # film order as written
+    assert order[1] == [("shot-0002", "fail"), ("shot-0004", "fail"), ("shot-0003", "review"), ("shot-0005", "unverified"),
+                        ("shot-0001", "pass")]
+    assert "unverified 1" in page.read_text()  # the counts line

@@ -262,4 +262,4 @@ def test_the_flow_lipsyncs_each_face_with_its_own_voice_only(matched, scene, tmp
     table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     assert artifact.type == "table"
     assert sorted(row["track"] for row in table) == sorted(drives)
-    assert {row["verdict"] for row in table} <= {"pass", "review", "fail"}
+    assert {row["verdict"] for row in table} <= {"unverified", "review", "fail"}  # no SyncNet weights: never pass

@@ -17,14 +17,24 @@ Verdict of a track (:func:`verdict`, thresholds :class:`QCThresholds`):
   **review** otherwise;
 * with LSE and no reference: the same against the absolute bounds
   ``lse_c_pass`` / ``lse_d_pass`` / ``lse_c_fail``;
-* with the Light-ASD signal only: **pass** when ``|offset| <= max_offset_pass``
-  and its confidence is at least ``asd_confidence_pass``; **fail** when
-  ``|offset| > max_offset_fail`` with confidence at least ``asd_confidence_pass``;
-  **review** otherwise;
-* with neither: **review** ("no sync measurement").
+* without SyncNet (the weight-free estimate of :mod:`lipsync.qc.asd_sync`: Light-ASD
+  and the mouth's fit to the voice's level envelope): **never pass**, since nothing
+  measured can tell good lip sync from a mouth that merely moves while a voice
+  speaks.  **unverified** (the reason says so and gives the estimated offset),
+  unless the estimate is clear, i.e. its confidence (R^2 of the mouth against
+  the voice level) is at least ``asd_confidence_pass`` and its two signals
+  (Light-ASD, mouth envelope) agree within a frame: then **fail** when
+  ``|offset| > max_offset_fail``
+  and **review** when ``|offset| > max_offset_pass + 1`` (the estimate's
+  measured error is one frame, so 2 frames is within reach of an in-sync face);
+* with neither: **unverified** ("no sync measurement").
 
-A shot's verdict is its worst track's; a shot left unchanged passes (its picture
-is the original's).  Defaults: the Wav2Lip paper reports LSE-D 6.7 / LSE-C 7.8 on
+Verdicts, worst first: fail, review, unverified, pass.  A shot's verdict is its
+worst track's; a shot left unchanged passes (its picture is the original's),
+unless the casting check (:mod:`lipsync.qc.casting`, :func:`with_casting`) flags a
+face of it: a face that speaks in the original but was not re-voiced, or a
+re-voiced face that never speaks in the original, makes its track and its shot
+at least **review**.  Defaults: the Wav2Lip paper reports LSE-D 6.7 / LSE-C 7.8 on
 real LRS2 videos and about 6.4-6.5 / 7.5-7.8 for Wav2Lip's output; a re-voiced
 face within 1 point of LSE-C of its own original passes, more than 3 points
 below fails.
@@ -46,7 +56,8 @@ import numpy as np
 from dubcore.schema import atomic_path, write_json
 
 KIND = "qc"
-VERDICTS = ("fail", "review", "pass")  # worst first
+VERDICTS = ("fail", "review", "unverified", "pass")  # worst first
+RANK = {v: i for i, v in enumerate(VERDICTS)}  # lower is worse
 
 
 @dataclass(frozen=True)
@@ -74,9 +85,10 @@ class TrackQC:
     untouched: Mapping[str, int]
     lse: Mapping[str, Any] | None = None  # output vs its voice: lse_d, lse_c, offset, framewise_conf
     reference: Mapping[str, Any] | None = None  # original shot vs original audio
-    asd: Mapping[str, Any] | None = None  # Light-ASD offset, confidence, curve
-    verdict: str = "review"
+    asd: Mapping[str, Any] | None = None  # weight-free estimate (lipsync.qc.asd_sync.SyncEstimate.to_dict())
+    verdict: str = "unverified"
     reasons: tuple[str, ...] = ()
+    casting: Mapping[str, Any] | None = None  # lipsync.qc.casting.CastingCheck.to_dict() of this track
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +102,7 @@ class TrackQC:
             "asd": dict(self.asd) if self.asd else None,
             "verdict": self.verdict,
             "reasons": list(self.reasons),
+            "casting": dict(self.casting) if self.casting else None,
         }
 
 
@@ -104,6 +117,11 @@ class ShotQC:
     tracks: tuple[TrackQC, ...]
     verdict: str
     thumbnails: Mapping[str, str] = field(default_factory=dict)  # "before"/"after" -> data: URI (JPEG)
+    casting: tuple[Mapping[str, Any], ...] = ()  # CastingCheck.to_dict() of every face of the shot (empty: not checked)
+
+    @property
+    def casting_issues(self) -> tuple[Mapping[str, Any], ...]:
+        return tuple(c for c in self.casting if c.get("issue"))
 
     def to_dict(self, with_images: bool = False) -> dict[str, Any]:
         d = {
@@ -115,6 +133,7 @@ class ShotQC:
             "reason": self.reason,
             "verdict": self.verdict,
             "tracks": [t.to_dict() for t in self.tracks],
+            "casting": [dict(c) for c in self.casting],
         }
         if with_images:
             d["thumbnails"] = dict(self.thumbnails)
@@ -127,6 +146,11 @@ def _worst(verdicts: Iterable[str]) -> str:
         if v in vs:
             return v
     return "pass"
+
+
+def at_least_review(v: str) -> str:
+    """``v`` made at least *review* (fail stays fail)."""
+    return _worst([v, "review"])
 
 
 def verdict(lse: Mapping[str, Any] | None, reference: Mapping[str, Any] | None, asd: Mapping[str, Any] | None,
@@ -158,19 +182,49 @@ def verdict(lse: Mapping[str, Any] | None, reference: Mapping[str, Any] | None, 
         return "review", (f"LSE-C {c:.2f}, LSE-D {d:.2f}, offset {off:+d} (no reference)",)
     if asd is not None:
         off, conf = int(asd["offset"]), float(asd["confidence"])
-        text = f"Light-ASD offset {off:+d} frames, confidence {conf:.2f} (no SyncNet weights)"
-        if conf >= t.asd_confidence_pass and abs(off) <= t.max_offset_pass:
-            return "pass", (text,)
-        if conf >= t.asd_confidence_pass and abs(off) > t.max_offset_fail:
-            return "fail", (text,)
-        return "review", (text,)
-    return "review", ("no sync measurement",)
+        what = "estimated offset" if asd.get("method") else "Light-ASD offset"
+        text = f"{what} {off:+d} frames, confidence {conf:.2f}"
+        clear = conf >= t.asd_confidence_pass and bool(asd.get("agree", True))
+        if asd.get("method") and not asd.get("agree", True):
+            text += f", Light-ASD {int(asd['asd_offset']):+d} and mouth {int(asd['mouth_offset']):+d} disagree"
+        if clear and abs(off) > t.max_offset_fail:
+            return "fail", (f"{text} (no SyncNet weights): more than {t.max_offset_fail} frames out of sync",)
+        if clear and abs(off) > t.max_offset_pass + 1:
+            return "review", (f"{text} (no SyncNet weights): likely out of sync",)
+        return "unverified", (f"lip sync not verified: no SyncNet weights; {text}",)
+    return "unverified", ("no sync measurement",)
 
 
-def shot_verdict(status: str, tracks: Sequence[TrackQC]) -> str:
-    if status != "rendered" or not tracks:
-        return "pass"
-    return _worst(t.verdict for t in tracks)
+def shot_verdict(status: str, tracks: Sequence[TrackQC], casting: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The worst of the shot's track verdicts (an unchanged shot: pass), made at least *review* by a casting issue."""
+    v = "pass" if status != "rendered" or not tracks else _worst(t.verdict for t in tracks)
+    if any(c.get("issue") for c in casting):
+        v = at_least_review(v)
+    return v
+
+
+def with_casting(shot: ShotQC, checks: Iterable[Any]) -> ShotQC:
+    """``shot`` with the casting checks of its faces (:func:`lipsync.qc.casting.casting_checks`): each
+    rendered track gets its check, a flagged one is made at least *review* with the check's reason, and the
+    shot's verdict is recomputed (a flagged face not rendered makes the shot *review* too)."""
+    from dataclasses import replace
+
+    checks = list(checks)
+    by_track = {c.track_id: c for c in checks}
+    tracks = []
+    for t in shot.tracks:
+        c = by_track.get(t.track_id)
+        if c is None:
+            tracks.append(t)
+            continue
+        reasons = tuple(r for r in t.reasons if not r.startswith("casting: "))
+        v = t.verdict
+        if c.issue:
+            v = at_least_review(v)
+            reasons = reasons + (c.reason,)
+        tracks.append(replace(t, casting=c.to_dict(), verdict=v, reasons=reasons))
+    dicts = tuple(c.to_dict() for c in checks)
+    return replace(shot, tracks=tuple(tracks), casting=dicts, verdict=shot_verdict(shot.status, tracks, dicts))
 
 
 @dataclass(frozen=True)
@@ -198,11 +252,15 @@ class QCReport:
         }
 
     def rows(self) -> list[dict[str, Any]]:
-        """One flat row per shot and track (a shot without tracks: one row): the CSV and the table artifact."""
+        """One flat row per shot and track (a shot without tracks: one row), and one per face the casting check
+        flags that was not rendered: the CSV and the table artifact."""
         out = []
         for s in self.shots:
             base = {"shot": s.shot_id, "start": s.start_timecode, "end": s.end_timecode, "status": s.status, "shot_verdict": s.verdict}
-            for t in s.tracks or (None,):
+            rendered = {t.track_id for t in s.tracks}
+            flagged = [c for c in s.casting_issues if c["track"] not in rendered]
+            for t in s.tracks or ((None,) if not flagged else ()):
+                cast = (t.casting if t else None) or {}
                 row = dict(base)
                 row.update({
                     "track": t.track_id if t else "",
@@ -217,7 +275,19 @@ class QCReport:
                     "asd_confidence": _num(t.asd, "confidence") if t else "",
                     "verdict": t.verdict if t else s.verdict,
                     "reason": "; ".join(t.reasons) if t else (s.reason or ""),
+                    "asd_speaking": _num(cast, "speaking"),
+                    "driven": _num(cast, "driven"),
+                    "casting": cast.get("issue") or "",
                 })
+                out.append(row)
+            for c in flagged:
+                from .casting import CastingCheck
+
+                row = dict(base)
+                row.update({k: "" for k in CSV_FIELDS if k not in base})
+                row.update({"track": c["track"], "voice": c.get("voice") or "", "synthesized": 0, "verdict": "review",
+                            "reason": "; ".join(x for x in (s.reason, CastingCheck.from_dict(c).reason) if x),
+                            "asd_speaking": _num(c, "speaking"), "driven": _num(c, "driven"), "casting": c["issue"]})
                 out.append(row)
         return out
 
@@ -271,7 +341,8 @@ body{font:14px system-ui,sans-serif;margin:24px;color:#222}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:6px 8px;text-align:left;vertical-align:top}
 th{background:#fafafa;cursor:pointer;user-select:none}
-.v-pass{color:#1a7f37;font-weight:600}.v-review{color:#9a6700;font-weight:600}.v-fail{color:#cf222e;font-weight:600}
+.v-pass{color:#1a7f37;font-weight:600}.v-unverified{color:#57606a;font-weight:600}.v-review{color:#9a6700;font-weight:600}
+.v-fail{color:#cf222e;font-weight:600}.casting{color:#9a6700}
 img{display:block;border:1px solid #ccc}
 .track{margin-bottom:8px;min-width:280px}
 .counts span{margin-right:16px}
@@ -279,7 +350,7 @@ img{display:block;border:1px solid #ccc}
 
 _JS = """
 (function(){
-  var order={fail:0,review:1,pass:2};
+  var order=__ORDER__;
   var tbody=document.querySelector('#shots tbody');
   function sortBy(key, dir){
     var rows=Array.prototype.slice.call(tbody.querySelectorAll('tr.shot'));
@@ -311,8 +382,8 @@ def render_html(report: QCReport) -> str:
         f"<p>{e(report.film)} at {e(report.fps)} fps. Signals: "
         f"{e(', '.join(f'{k}: {v}' for k, v in report.signals.items() if k not in ('notes', 'retried')) or 'none')}.</p>",
         "".join(f"<p class='note'>Note: {e(str(n))}</p>" for n in report.signals.get("notes", [])),
-        f"<p class='counts'><span class='v-fail'>fail {c['fail']}</span><span class='v-review'>review {c['review']}</span>"
-        f"<span class='v-pass'>pass {c['pass']}</span> (click a column header to sort; <code>#sort=verdict</code> opens sorted)</p>",
+        "<p class='counts'>" + "".join(f"<span class='v-{v}'>{v} {c[v]}</span>" for v in VERDICTS)
+        + " (click a column header to sort; <code>#sort=verdict</code> opens sorted)</p>",
         "<table id='shots'><thead><tr><th data-sort='index'>shot</th><th data-sort='verdict'>verdict</th>"
         "<th>before</th><th>after</th><th>framewise confidence</th><th>numbers</th></tr></thead><tbody>",
     ]
@@ -332,13 +403,26 @@ def render_html(report: QCReport) -> str:
                 cells.append(f"LSE-D {float(t.lse['lse_d']):.2f} LSE-C {float(t.lse['lse_c']):.2f} offset {int(t.lse['offset']):+d}")
             if t.reference:
                 cells.append(f"original LSE-D {float(t.reference['lse_d']):.2f} LSE-C {float(t.reference['lse_c']):.2f}")
-            if t.asd:
+            if t.asd and t.asd.get("method"):
+                cells.append(f"estimated offset {int(t.asd['offset']):+d} (Light-ASD {int(t.asd['asd_offset']):+d}, "
+                             f"mouth {int(t.asd['mouth_offset']):+d}{'' if t.asd.get('agree') else ': disagree'}), "
+                             f"mouth R&sup2; {float(t.asd['confidence']):.2f}")
+            elif t.asd:
                 cells.append(f"ASD offset {int(t.asd['offset']):+d} conf {float(t.asd['confidence']):.2f}")
             if t.untouched:
                 cells.append("untouched: " + ", ".join(f"{k} {v}" for k, v in t.untouched.items()))
+            if t.casting:
+                cells.append(_casting_cell(t.casting))
             cells.append(f"<i>{e('; '.join(t.reasons))}</i>")
             nums.append("<div class='track'>" + "<br>".join(cells) + "</div>")
-        if not s.tracks:
+        rendered = {t.track_id for t in s.tracks}
+        for c in s.casting_issues:
+            if c["track"] not in rendered:
+                from .casting import CastingCheck
+
+                nums.append(f"<div class='track casting'><b>{e(str(c['track']))}</b> <span class='v-review'>review</span> (not rendered)<br>"
+                            f"{_casting_cell(c)}<br><i>{e(CastingCheck.from_dict(c).reason or '')}</i></div>")
+        if not s.tracks and not s.casting_issues:
             nums.append(f"<div class='track'>{e(s.reason or s.status)}</div>")
         img = lambda uri, alt: f"<img src='{uri}' alt='{alt}' width='240'>" if uri else "<span>-</span>"  # noqa: E731
         out.append(
@@ -348,12 +432,21 @@ def render_html(report: QCReport) -> str:
             f"<td>{img(before, 'before ' + e(s.shot_id))}</td><td>{img(after, 'after ' + e(s.shot_id))}</td>"
             f"<td>{_plot(curve)}</td><td>{''.join(nums)}</td></tr>"
         )
-    out.append(f"</tbody></table><script>{_JS}</script></body></html>")
+    js = _JS.replace("__ORDER__", "{" + ",".join(f"{v}:{i}" for i, v in enumerate(VERDICTS)) + "}")
+    out.append(f"</tbody></table><script>{js}</script></body></html>")
     return "".join(out)
 
 
 CSV_FIELDS = ("shot", "start", "end", "status", "shot_verdict", "track", "voice", "synthesized", "lse_d", "lse_c", "offset",
-              "ref_lse_d", "ref_lse_c", "asd_offset", "asd_confidence", "verdict", "reason")
+              "ref_lse_d", "ref_lse_c", "asd_offset", "asd_confidence", "verdict", "reason", "asd_speaking", "driven", "casting")
+
+
+def _casting_cell(c: Mapping[str, Any]) -> str:
+    e = html.escape
+    issue = c.get("issue")
+    speaking = "not in the ASD result" if c.get("speaking") is None else f"{c['speaking']} speaking frames in the original"
+    text = f"casting: {speaking}, {c.get('driven', 0)} driven ({c.get('both', 0)} both)"
+    return f"<span class='casting'>{e(text)}{': <b>' + e(str(issue)) + '</b>' if issue else ''}</span>"
 
 
 def write_qc_report(folder: str | os.PathLike[str], report: QCReport) -> dict[str, Path]:
@@ -381,5 +474,5 @@ def read_qc_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     return read_json(path, KIND)
 
 
-__all__ = ["QCThresholds", "TrackQC", "ShotQC", "QCReport", "verdict", "shot_verdict", "thumbnail", "render_html",
-           "write_qc_report", "read_qc_report"]
+__all__ = ["QCThresholds", "TrackQC", "ShotQC", "QCReport", "VERDICTS", "RANK", "verdict", "shot_verdict", "with_casting",
+           "at_least_review", "thumbnail", "render_html", "write_qc_report", "read_qc_report"]

@@ -5,8 +5,11 @@ For each face track that was re-rendered, over the track's frames:
 * SyncNet (when its weights are given): LSE of the **output** picture against the
   **voice that drove it**, and LSE of the **original** picture against the
   **original audio** (the reference the verdict is relative to);
-* Light-ASD (when its weights are given): the offset of the output against its
-  voice, a second opinion that needs no SyncNet weights.
+* Light-ASD (when its weights are given): the weight-free estimate of the offset
+  of the output against its voice (:func:`lipsync.qc.asd_sync.estimate_offset`:
+  Light-ASD's sync curve and the mouth-envelope fit, combined), a second opinion
+  that needs no SyncNet weights, and on its own never enough for *pass*
+  (:func:`lipsync.qc.report.verdict`).
 
 Only the track's frames are decoded, and only the track's stretch of audio is
 read, so the cost and the memory follow the shot, not the film.
@@ -24,7 +27,7 @@ import numpy as np
 from dubcore.records import FaceTrack, Shot
 from dubcore.timebase import FrameRange, frame_to_sample
 
-from .report import QCThresholds, ShotQC, TrackQC, shot_verdict, thumbnail, verdict
+from .report import RANK, QCThresholds, ShotQC, TrackQC, shot_verdict, thumbnail, verdict
 
 SAMPLE_RATE = 16000
 
@@ -35,11 +38,16 @@ class QCModels:
     asd: Any = None  # lipsync.models.light_asd.LightASD
 
     def signals(self) -> dict[str, str]:
-        return {"syncnet": "yes" if self.syncnet is not None else "no (weights absent)",
+        return {"syncnet": "yes" if self.syncnet is not None else "no (weights absent: no track can pass, at best unverified)",
                 "light_asd": "yes" if self.asd is not None else "no"}
 
 
 AudioSource = Callable[[FrameRange], np.ndarray]
+
+
+def context_frames(fps: Fraction, max_offset: int = 15) -> int:
+    """Source frames of audio read on each side of a track: ``max_offset`` frames at 25 fps and one more."""
+    return int(np.ceil(max_offset * float(fps) / 25.0)) + 1
 
 
 def wav_source(path: str | os.PathLike[str], fps: Fraction, tail_frames: int = 2) -> AudioSource:
@@ -92,21 +100,23 @@ def measure_track(
     info=None,  # type: ignore[no-untyped-def]
     lse: bool = True,
     asd: bool = True,
+    lead: int = 0,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """``(lse, asd)`` of ``track`` in ``video`` against ``audio`` (16 kHz, starting at the track's first frame)."""
+    """``(lse, asd)`` of ``track`` in ``video`` against ``audio`` (16 kHz, starting ``lead`` frames before the
+    track's first frame: the context the shifted audio reads at the track's start)."""
     lse_out = asd_out = None
     if lse and models.syncnet is not None and track.frames.duration >= 5:
         from .lse import score_lse, syncnet_crops
 
         crops = syncnet_crops(video, track, info=info)
-        lse_out = score_lse(crops, audio, 0, models.syncnet, fps=fps).to_dict()
+        lse_out = score_lse(crops, audio, frame_to_sample(lead, fps, SAMPLE_RATE), models.syncnet, fps=fps).to_dict()
     if asd and models.asd is not None:
         from lipsync.speakers.asd import crop_tracks
 
-        from .asd_sync import asd_offset
+        from .asd_sync import estimate_offset
 
         crops = crop_tracks(video, [track], fps=fps, info=info, contract=models.asd.contract)[track.id]
-        asd_out = asd_offset(crops, audio, track.frames.start, models.asd).to_dict()
+        asd_out = estimate_offset(crops, audio, track.frames.start - lead, models.asd).to_dict()
     return lse_out, asd_out
 
 
@@ -146,7 +156,9 @@ def qc_shot(
             audio_of = voice_audio.get(voice or "") or voice_audio.get("")
             lse_o = asd_o = ref = None
             if audio_of is not None:
-                lse_o, asd_o = measure_track(output, track.shifted(-output_offset), audio_of(track.frames), models, fps, info=output_info)
+                lead = min(track.frames.start, context_frames(fps))
+                heard = audio_of(FrameRange(track.frames.start - lead, track.frames.end + lead))
+                lse_o, asd_o = measure_track(output, track.shifted(-output_offset), heard, models, fps, info=output_info, lead=lead)
             if reference is not None:
                 ref = reference.get(track.id)
             elif original_audio is not None and models.syncnet is not None:
@@ -163,16 +175,14 @@ def qc_shot(
                   render.get("reason"), tuple(results), shot_verdict(status, results), thumbs)
 
 
-_RANK = {"fail": 0, "review": 1, "pass": 2}
-
-
 def take_score(shot: ShotQC) -> tuple[int, float]:
-    """How good a take is: its verdict first, then the mean sync quality of its faces
-    (LSE-C when SyncNet measured it, else the Light-ASD confidence, minus 1 per frame of offset)."""
+    """How good a take is: its verdict first (fail < review < unverified < pass), then the mean sync quality of
+    its faces (LSE-C when SyncNet measured it, else the weight-free estimate's confidence, its mouth R^2), minus 1
+    per frame of offset."""
     values = []
     for t in shot.tracks:
         if t.lse:
             values.append(float(t.lse["lse_c"]) - abs(int(t.lse["offset"])))
         elif t.asd:
             values.append(float(t.asd["confidence"]) - abs(int(t.asd["offset"])))
-    return _RANK[shot.verdict], (sum(values) / len(values) if values else float("-inf"))
+    return RANK[shot.verdict], (sum(values) / len(values) if values else float("-inf"))
