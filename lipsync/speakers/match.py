@@ -572,6 +572,12 @@ def cast(
         else:
             parts.append(f"as {cid}: no diarized voice of its own")
         parts += refused.get(t.id, [])
+        # Another voice this face also speaks in a good part of (but not most of) its lines: one person
+        # split by diarization, or someone off screen while this face moves its lips?  Said, not guessed.
+        doubtful = [(s, r) for (tid, s), r in ratios.items() if tid == t.id and s not in group.speakers
+                    and r >= params.identity_ratio / 2]
+        parts += [f"its lips also move in {r:.0%} of {s}'s lines (another character's voice): the same person, "
+                  f"or someone off screen? check" for s, r in sorted(doubtful)]
         conf_chain = [speak_conf, identity]
         if role is None:
             parts.append(f"no dubbed voice matches {cid}: not driven")
@@ -581,7 +587,7 @@ def cast(
             parts.append(f"dubbed by {role} ({vconf:.0%} of its speech in {cid}'s lines)")
             conf_chain.append(vconf)
         conf = float(min(conf_chain))
-        review = role is None or conf < params.review_below or t.id in refused
+        review = role is None or conf < params.review_below or t.id in refused or bool(doubtful)
         links.append(TrackLink(t.id, t.shot_id, cid, identity, ranges_of(speaking[t.id], t.frames.start), "asd", conf, "; ".join(parts)))
         decisions.append(Decision(t.id, t.shot_id, cid, role, role is not None and n_speak > 0, conf, "; ".join(parts), review))
     for d in decisions:
