@@ -21,10 +21,25 @@ from conftest import shared
 
 runner = CliRunner()
 
-# Measured on this machine (CPU, torch 2.8, default DiarizationParams, automatic speaker count,
-# UEM = the whole 30 s file, pyannote collar 0.25 = 0.125 s each side, overlap scored):
-# DER 0.1162 (3 speakers found: a small third cluster).  With num_speakers=2 it is 0.0124.
-SAMPLE_DER_MEASURED = 0.1162
+# Measured on this machine (CPU, torch 2.8, default DiarizationParams, pyannote collar 0.25 = 0.125 s
+# each side, overlap scored; bench/bench_diarize.py prints them):
+# sample.wav (UEM = the whole 30 s file): automatic count 2 speakers, DER 0.0043; num_speakers=2: 0.0124.
+# dev00.wav (its UEM): automatic count 2 speakers, DER 0.0884 (confusion 0.043, missed 0.042: the 1.4 s
+# of overlapped speech, which the bundled segmentation model does not hear); num_speakers=2: 0.0884.
+SAMPLE_DER_MEASURED = 0.0043
+SAMPLE_DER_MEASURED_2 = 0.0124
+DEV00_DER_MEASURED = 0.0884
+
+
+def overlap_spans(turns, rate: int) -> list[tuple[float, float]]:
+    """(start, end) seconds where two speakers or more speak at once."""
+    edges = sorted([(t.start_sample, 1) for t in turns] + [(t.end_sample, -1) for t in turns])
+    spans, active, last = [], 0, 0
+    for at, step in edges:
+        if active >= 2 and at > last:
+            spans.append((last / rate, at / rate))
+        active, last = active + step, at
+    return spans
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,6 +59,11 @@ def sample_diarization(one_torch_thread) -> Diarization:
     return diarize(shared("pyannote-sample", "sample.wav"), backend="embedded")
 
 
+@pytest.fixture(scope="module")
+def dev00_diarization(one_torch_thread) -> Diarization:
+    return diarize(shared("pyannote-ami-debug", "dev00.wav"), backend="embedded")
+
+
 def test_embedded_der_on_pyannote_sample(sample_diarization):
     reference = read_rttm(shared("pyannote-sample", "sample.rttm"), 16000)
     result = sample_diarization
@@ -51,7 +71,8 @@ def test_embedded_der_on_pyannote_sample(sample_diarization):
     assert result.sample_rate == 16000 and result.num_samples == 480000
     assert result.uri == "sample"
     value = der(reference, result, collar=0.25, skip_overlap=False, uem=(0.0, 30.0))
-    assert value < SAMPLE_DER_MEASURED + 0.05, value
+    assert value < SAMPLE_DER_MEASURED + 0.02, value
+    assert len(result.speakers) == 2, result.params["speaker_count"]
     # Turns are sample-exact, sorted, within the file, named SPK00.. in order of first speech.
     turns = result.turns
     assert turns and all(isinstance(t.start_sample, int) and isinstance(t.end_sample, int) for t in turns)
@@ -64,6 +85,48 @@ def test_embedded_der_on_pyannote_sample(sample_diarization):
     # The overlap at 18.05-18.59 s (both speakers) is kept: two turns of different speakers cover 18.3 s.
     at = int(18.3 * 16000)
     assert len({t.speaker for t in turns if t.start_sample <= at < t.end_sample}) == 2
+
+
+def test_overlapped_speech_of_the_sample_is_output_as_overlap(sample_diarization):
+    """The reference has 1.89 s of overlapped speech (5 stretches); the segmentation model hears two
+    voices at once for about 2.2 s: the output keeps them, mostly where the reference has them."""
+    reference = read_rttm(shared("pyannote-sample", "sample.rttm"), 16000)
+    truth = overlap_spans(reference, 16000)
+    out = overlap_spans(sample_diarization.turns, 16000)
+    total = sum(b - a for a, b in out)
+    assert 1.0 < total < 3.5, out
+    near = sum(max(0.0, min(b, d + 0.25) - max(a, c - 0.25)) for a, b in out for c, d in truth)
+    assert near > 0.6 * total, (out, truth)
+
+
+def test_num_speakers_is_honoured_on_the_sample(sample_diarization):
+    reference = read_rttm(shared("pyannote-sample", "sample.rttm"), 16000)
+    sample = shared("pyannote-sample", "sample.wav")
+    two = diarize(sample, backend="embedded", num_speakers=2)
+    assert len(two.speakers) == 2 and not two.notes
+    assert der(reference, two, collar=0.25, uem=(0.0, 30.0)) < SAMPLE_DER_MEASURED_2 + 0.02
+    three = diarize(sample, backend="embedded", num_speakers=3)
+    assert len(three.speakers) == 3 and not three.notes
+    assert len(diarize(sample, backend="embedded", max_speakers=1).speakers) == 1
+
+
+def test_embedded_der_on_ami_dev00(dev00_diarization):
+    reference = read_rttm(shared("pyannote-ami-debug", "debug.development.rttm"), 16000, uri="dev00")
+    uem = read_uem(shared("pyannote-ami-debug", "debug.development.uem"), uri="dev00")
+    result = dev00_diarization
+    assert len(result.speakers) == 2, result.params["speaker_count"]
+    d = der(reference, result, collar=0.25, skip_overlap=False, uem=uem, detailed=True)
+    assert d["diarization error rate"] < DEV00_DER_MEASURED + 0.02, d
+    # MEE009 speaks 1.44-13.31 s and MEE012 13.15-16.92 s: two different speakers at 8 s and 15.5 s.
+    at = lambda s: {t.speaker for t in result.turns if t.start_sample <= s * 16000 < t.end_sample}  # noqa: E731
+    assert len(at(8.0)) == len(at(15.5)) == 1 and at(8.0) != at(15.5)
+
+
+@pytest.mark.xfail(strict=True, reason="the bundled segmentation model hears no overlap in dev00 (its second "
+                   "speaker scores stay below 0.35), so none is output; the reference has 1.4 s")
+def test_overlapped_speech_of_ami_dev00_is_output_as_overlap(dev00_diarization):
+    out = overlap_spans(dev00_diarization.turns, 16000)
+    assert sum(b - a for a, b in out) > 0.5, out
 
 
 def test_rttm_round_trip_is_sample_exact(tmp_path):
