@@ -33,7 +33,9 @@ from typing import Any
 from .render import ShotJob
 
 #: Bump when the renderer's output changes for the same inputs (invalidates every entry).
-RENDER_VERSION = 1
+#: 2: Wav2Lip's training contract (floor mel windows, bilinear face resize, truncated output)
+#: and the blend mask that reaches zero inside the crop.
+RENDER_VERSION = 2
 
 _DIGESTS: dict[tuple[str, int, int, str], str] = {}
 _DIGESTS_LOCK = threading.Lock()

@@ -9,10 +9,17 @@ number of tracks, and never more than about one batch of frames is held.
 
 Rules:
 
-* **Alignment**: the mel window of shot frame ``i`` belongs to sample
-  ``round(i * sample_rate / fps)`` of the track's audio (exact rational time, any
-  frame rate; :func:`lipsync.audio.mel.window_sample_starts`) and starts on the
-  mel column nearest to it (within half a hop; :func:`lipsync.audio.mel.mel_window_starts`).
+* **Training contract**: everything the generator is fed is decided by
+  ``model.contract`` (:class:`lipsync.models.wav2lip.Wav2LipContract`), read here
+  and nowhere else: the mel window of shot frame ``i`` starts at mel column
+  ``floor(i * 80 / fps)`` (the reference's ``int(80. * i / fps)``, exact rational
+  arithmetic, any frame rate; :func:`lipsync.audio.mel.mel_window_start`), the face
+  crop is resized with bilinear interpolation, and the output is truncated to
+  uint8 -- as the published checkpoints were trained and run.
+  ``TrackRender.window_sample_starts`` are the frames' exact start samples,
+  ``round(i * sample_rate / fps)`` (:func:`lipsync.audio.mel.window_sample_starts`).
+* **Parity dump**: an optional ``dump`` hook (:class:`NpzDump`) receives, for every
+  generated face, the generator's exact input and output (:class:`GeneratorIO`).
 * **Audio length**: the track's audio starts at the shot's first frame; audio
   shorter than the shot is padded with silence, a longer tail is ignored.
 * **Missing face / silence**: frames where the track has no observation are left
@@ -23,6 +30,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -67,17 +75,19 @@ class CropParams:
 class BlendParams:
     """Where and how the generated face replaces the original.
 
-    The mask covers the lower face (from ``mask_top`` of the crop height down to
-    ``mask_bottom``, ``mask_side`` in from each side), feathered by a Gaussian of
-    ``feather`` x crop size, and is zero at the crop border.  ``colour_match``
-    shifts the generated pixels' per-channel mean and spread to the original's
-    inside the mask.
+    The mask covers the lower face: it is exactly zero above ``mask_top`` and below
+    ``mask_bottom`` (fractions of the crop height) and within ``mask_side`` of each
+    side (fraction of the width) -- always at least the crop's outermost pixel row
+    and column, so it reaches zero *inside* the crop on every side and no edge of
+    the pasted patch shows -- and rises to 1 over ``feather`` x crop size with a
+    smoothstep (zero slope at both ends).  ``colour_match`` shifts the generated
+    pixels' per-channel mean and spread to the original's inside the mask.
     """
 
-    mask_top: float = 0.45
-    mask_bottom: float = 0.97
-    mask_side: float = 0.12
-    feather: float = 0.08
+    mask_top: float = 0.40
+    mask_bottom: float = 0.98
+    mask_side: float = 0.08
+    feather: float = 0.15
     colour_match: bool = True
 
 
@@ -163,20 +173,45 @@ def crop_box(
     return ix1, iy1, max(ix1 + 1, ix2), max(iy1 + 1, iy2)
 
 
-def blend_mask(height: int, width: int, params: BlendParams) -> np.ndarray:
-    """Float32 ``(height, width, 1)`` mask in [0, 1]: 1 over the lower face, 0 at the crop border."""
-    import cv2
+def _ramp_profile(n: int, lo: float, hi: float, feather: float) -> np.ndarray:
+    """1-D weights at pixel centres ``j + 0.5``: 0 outside ``[lo, hi]`` (pixels), smoothstep up over ``feather`` px."""
+    x = np.arange(n, dtype=np.float64) + 0.5
+    f = max(feather, 1e-6)
+    up = np.clip((x - lo) / f, 0.0, 1.0)
+    down = np.clip((hi - x) / f, 0.0, 1.0)
+    t = np.minimum(up, down)
+    return t * t * (3.0 - 2.0 * t)
 
-    mask = np.zeros((height, width), np.float32)
-    top, bottom = int(round(params.mask_top * height)), int(round(params.mask_bottom * height))
-    side = int(round(params.mask_side * width))
-    mask[top:bottom, side : width - side] = 1.0
-    sigma = max(0.5, params.feather * max(height, width))
-    mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma, sigmaY=sigma)
-    # Whatever the blur did, the border of the crop stays untouched.
-    mask[0, :] = mask[-1, :] = 0.0
-    mask[:, 0] = mask[:, -1] = 0.0
-    return mask[:, :, None]
+
+@functools.lru_cache(maxsize=64)
+def blend_mask(height: int, width: int, params: BlendParams) -> np.ndarray:
+    """Float32 ``(height, width, 1)`` mask in [0, 1]: 1 over the lower face, exactly 0 at and near the crop border.
+
+    Separable: a vertical profile (zero above ``mask_top`` and below ``mask_bottom``)
+    times a horizontal one (zero within ``mask_side`` of each side), each rising by
+    a smoothstep over ``feather * max(height, width)`` pixels.  The zero region
+    always includes the outermost row / column on every side.  Computed once per
+    (size, params) and cached (read-only array; at most 64 sizes are kept).
+    """
+    size = max(height, width)
+    feather = max(1.0, params.feather * size)
+    top = max(1.0, params.mask_top * height)
+    bottom = min(height - 1.0, params.mask_bottom * height)
+    side = max(1.0, params.mask_side * width)
+    rows = _ramp_profile(height, top, bottom, feather)
+    cols = _ramp_profile(width, side, width - side, feather)
+    mask = np.outer(rows, cols).astype(np.float32)[:, :, None]
+    mask.setflags(write=False)
+    return mask
+
+
+@functools.lru_cache(maxsize=64)
+def _chroma_mask(height: int, width: int, params: BlendParams) -> np.ndarray:
+    """:func:`blend_mask` averaged over each 2x2 chroma site of a 4:2:0 crop (even sizes), cached."""
+    m = blend_mask(height, width, params)[:, :, 0]
+    mc = m.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
+    mc.setflags(write=False)
+    return mc
 
 
 def match_colour(generated: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -214,7 +249,10 @@ class _BgrDomain:
     def to_bgr(self, frame: np.ndarray) -> np.ndarray:
         return frame
 
-    def paste(self, frame: np.ndarray, bgr: np.ndarray, box: tuple[int, int, int, int], patch: np.ndarray, mask: np.ndarray) -> None:
+    def paste(
+        self, frame: np.ndarray, bgr: np.ndarray, box: tuple[int, int, int, int], patch: np.ndarray, mask: np.ndarray,
+        chroma_mask: np.ndarray | None = None,
+    ) -> None:
         x1, y1, x2, y2 = box
         region = frame[y1:y2, x1:x2].astype(np.float32)
         frame[y1:y2, x1:x2] = np.clip(region * (1.0 - mask) + patch * mask + 0.5, 0, 255).astype(np.uint8)
@@ -246,7 +284,10 @@ class _I420Domain:
         w, h = self.size
         return cv2.cvtColor(frame.reshape(h * 3 // 2, w), cv2.COLOR_YUV2BGR_I420)
 
-    def paste(self, frame: np.ndarray, bgr: np.ndarray, box: tuple[int, int, int, int], patch: np.ndarray, mask: np.ndarray) -> None:
+    def paste(
+        self, frame: np.ndarray, bgr: np.ndarray, box: tuple[int, int, int, int], patch: np.ndarray, mask: np.ndarray,
+        chroma_mask: np.ndarray | None = None,
+    ) -> None:
         import cv2
 
         x1, y1, x2, y2 = box
@@ -256,7 +297,7 @@ class _I420Domain:
         pu = yuv[w * h : w * h + (w // 2) * (h // 2)].reshape(h // 2, w // 2).astype(np.float32)
         pv = yuv[w * h + (w // 2) * (h // 2) :].reshape(h // 2, w // 2).astype(np.float32)
         m = mask[:, :, 0]
-        mc = m.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        mc = chroma_mask if chroma_mask is not None else m.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
         Y, U, V = self._planes(frame)
         for plane, new, mm, (a, b, c, d) in (
             (Y, py, m, (y1, y2, x1, x2)),
@@ -334,6 +375,58 @@ class _Item:
     box: tuple[int, int, int, int]
     face: np.ndarray  # (S, S, 3) uint8 crop resized to the model's face size
     mel: np.ndarray  # (1, n_mels, mel_step)
+    track_id: str = ""
+    frame: int = -1  # frame index in the video
+
+
+@dataclass(frozen=True)
+class GeneratorIO:
+    """What the generator got and gave for one face of one frame (float32, as fed to / returned by it).
+
+    ``face_input`` ``(6, S, S)`` in 0..1 (masked target + reference, BGR), ``mel``
+    ``(n_mels, mel_step)``, ``output`` ``(3, S, S)`` before conversion to pixels;
+    ``frame`` is the frame index in the video, ``box`` the crop ``(x1, y1, x2, y2)``.
+    """
+
+    track_id: str
+    frame: int
+    box: tuple[int, int, int, int]
+    face_input: np.ndarray
+    mel: np.ndarray
+    output: np.ndarray
+
+
+DumpHook = Callable[[GeneratorIO], None]
+
+
+class NpzDump:
+    """A dump hook writing ``frame-NNNNNN.npz`` (``NNNNNN`` = frame index) per generated face under ``root``.
+
+    Each file holds float32 ``face_input`` (6x96x96), ``mel`` (80x16) and ``output``
+    (3x96x96), plus int ``box``.  ``per_track=True`` (several driven faces) puts
+    each track's files in ``root/<track id>/``.
+    """
+
+    def __init__(self, root: str | Path, per_track: bool = False) -> None:
+        self.root = Path(root)
+        self.per_track = per_track
+        self.written = 0
+
+    def path_for(self, track_id: str, frame: int) -> Path:
+        folder = self.root / _safe_name(track_id) if self.per_track else self.root
+        return folder / f"frame-{frame:06d}.npz"
+
+    def __call__(self, io: GeneratorIO) -> None:
+        path = self.path_for(io.track_id, io.frame)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, face_input=io.face_input.astype(np.float32), mel=io.mel.astype(np.float32),
+                 output=io.output.astype(np.float32), box=np.asarray(io.box, dtype=np.int64))
+        self.written += 1
+
+
+def _safe_name(name: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name)).strip(".")
+    return cleaned or "track"
 
 
 class LipSyncEngine:
@@ -343,15 +436,25 @@ class LipSyncEngine:
     window, sample rate, hop) is read here and nowhere else.
     """
 
-    def __init__(self, model: Any, device: str = "cpu", params: LipSyncParams = LipSyncParams()) -> None:
+    def __init__(
+        self,
+        model: Any,
+        device: str = "cpu",
+        params: LipSyncParams = LipSyncParams(),
+        *,
+        contract: Any = None,
+        dump: DumpHook | None = None,
+    ) -> None:
         import torch
 
         self.torch = torch
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.contract = getattr(model, "contract", None) or type(model).contract
+        # The training contract (window start, resize, output conversion): the model's unless overridden.
+        self.contract = contract or getattr(model, "contract", None) or type(model).contract
         self.params = params
         self.batch_size = params.batch_size or (128 if self.device.type == "cuda" else 16)
+        self.dump = dump
 
     def with_params(self, params: LipSyncParams) -> "LipSyncEngine":
         """The same loaded generator with other crop / blend / batch parameters (for a second take)."""
@@ -385,17 +488,21 @@ class LipSyncEngine:
     # ---- generator
 
     def _generate(self, items: list[_Item]) -> np.ndarray:
-        """Run the generator on ``items``; returns ``(N, S, S, 3)`` uint8 BGR faces."""
+        """Run the generator on ``items``; returns ``(N, S, S, 3)`` uint8 BGR faces (``contract.output`` conversion)."""
         torch = self.torch
         c = self.contract
         faces = np.stack([it.face for it in items]).astype(np.float32) / 255.0  # N,S,S,3 BGR
         masked = faces.copy()
         masked[:, c.mask_row :, :, :] = 0.0
-        x = np.concatenate([masked, faces], axis=3).transpose(0, 3, 1, 2)  # N,6,S,S
-        mels = np.stack([it.mel for it in items]).astype(np.float32)  # N,1,80,16
+        x = np.ascontiguousarray(np.concatenate([masked, faces], axis=3).transpose(0, 3, 1, 2))  # N,6,S,S
+        mels = np.stack([it.mel for it in items]).astype(np.float32)  # N,1,n_mels,mel_step
         with torch.inference_mode():
             out = self.model(torch.from_numpy(mels).to(self.device), torch.from_numpy(x).to(self.device))
-        return (out.float().clamp(0, 1).cpu().numpy().transpose(0, 2, 3, 1) * 255.0 + 0.5).astype(np.uint8)
+        raw = out.float().cpu().numpy()  # N,3,S,S
+        if self.dump is not None:
+            for k, it in enumerate(items):
+                self.dump(GeneratorIO(it.track_id, it.frame, it.box, x[k], mels[k, 0], raw[k]))
+        return c.output_to_uint8(raw.transpose(0, 2, 3, 1))
 
     def generate(self, items: list[_Item]) -> np.ndarray:
         """Generate in chunks of ``batch_size``; on CUDA out-of-memory halve the batch and retry."""
@@ -428,10 +535,11 @@ class LipSyncEngine:
         x1, y1, x2, y2 = item.box
         h, w = y2 - y1, x2 - x1
         patch = cv2.resize(generated, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-        mask = blend_mask(h, w, self.params.blend)
+        mask = blend_mask(h, w, self.params.blend)  # cached per crop size
         if self.params.blend.colour_match:
             patch = match_colour(patch, bgr[y1:y2, x1:x2], mask)
-        domain.paste(frame, bgr, item.box, patch, mask)
+        chroma = _chroma_mask(h, w, self.params.blend) if isinstance(domain, _I420Domain) else None
+        domain.paste(frame, bgr, item.box, patch, mask, chroma)
 
     # ---- shot
 
@@ -450,11 +558,9 @@ class LipSyncEngine:
         The segment is FFV1 in the source's pixel format, ready for
         :func:`lipsync.media.assemble.assemble`.
         """
-        import cv2
-
         info = info or probe(video)
         v = info.require_video()
-        size = self.contract.face_size
+        c = self.contract
         plans = []
         for d in drives:
             windows, starts = self.windows_for(d.audio, frames.duration, v.fps)
@@ -506,8 +612,8 @@ class LipSyncEngine:
                         continue
                     box = crop_box(obs.box, self.params.crop, (v.width, v.height), even=even)
                     x1, y1, x2, y2 = box
-                    face = cv2.resize(bgr[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_AREA)
-                    items.append(_Item(slot, box, face, windows[offset]))
+                    face = c.resize_face(bgr[y1:y2, x1:x2])
+                    items.append(_Item(slot, box, face, windows[offset], d.track.id, index))
                     counts[d.track.id]["synthesized"] += 1
                 # Bounded memory: at most one batch of faces, or of frames, is ever pending.
                 if len(items) >= self.batch_size or len(pending) >= self.batch_size:

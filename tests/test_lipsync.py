@@ -74,7 +74,7 @@ def test_dub_lipsync_on_a_grid_clip(tmp_path, checkpoint, model_store):
 
 
 def test_segment_is_bit_identical_outside_the_mask_and_windows_are_exact(tmp_path, checkpoint, face_detector):
-    """A generated 23.976 fps shot: frame count and rate kept; mel window i starts at round(i * 16000 / fps)."""
+    """A generated 23.976 fps shot: frame count and rate kept; frame i starts at sample round(i * 16000 / fps)."""
     fps = Fraction(24000, 1001)
     img = cv2.imread(str(shared("face-photos", "astronaut.png")))
     shot = make_moving_face(tmp_path / "shot.mp4", img, ASTRONAUT_FACE, frames=40, fps=fps)

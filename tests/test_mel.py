@@ -115,7 +115,13 @@ def test_contract_is_frozen_and_accepted_from_the_model_contract() -> None:
     assert DEFAULT_MEL.steps_per_second == 80
     with pytest.raises(AttributeError):
         DEFAULT_MEL.hop_length = 160  # type: ignore[misc]
-    assert mel_window_start(3, 25, Wav2Lip.contract) == mel_window_start(3, 25, DEFAULT_MEL) == 10
+    # The training contract: int(3 * 80 / 25) = int(9.6) = 9; the nearest column (10) only on request.
+    assert mel_window_start(3, 25, Wav2Lip.contract) == mel_window_start(3, 25, DEFAULT_MEL) == 9
+    assert DEFAULT_MEL.window_rounding == "floor" and Wav2Lip.contract.window_rounding == "floor"
+    assert mel_window_start(3, 25, rounding="round") == 10
+    assert mel_window_start(3, 25, MelContract(window_rounding="round")) == 10
+    with pytest.raises(ValueError, match="window_rounding"):
+        MelContract(window_rounding="nearest")
     with pytest.raises(TypeError):
         mel_window_start(3, 25, object())
 
@@ -126,21 +132,26 @@ def test_contract_is_frozen_and_accepted_from_the_model_contract() -> None:
 @pytest.mark.parametrize("fps", RATES, ids=["25", "24000_1001"])
 def test_window_starts_are_exact_over_three_hours(fps: Fraction) -> None:
     frames = math.ceil(3 * 3600 * fps)
-    starts = mel_window_starts(frames, fps)
+    starts = mel_window_starts(frames, fps)  # the training contract: floor
+    nearest = mel_window_starts(frames, fps, rounding="round")
     samples = window_sample_starts(frames, fps)
-    assert starts.dtype == np.int64 and len(starts) == len(samples) == frames
+    assert starts.dtype == np.int64 and len(starts) == len(nearest) == len(samples) == frames
     spot = list(range(0, 3000)) + list(range(frames // 2 - 500, frames // 2 + 500)) + list(range(frames - 3000, frames))
     for i in spot:
         exact = Fraction(i) * 16000 / fps
-        assert starts[i] == round_half_up(exact / 200), i
+        assert starts[i] == math.floor(exact / 200), i
+        assert nearest[i] == round_half_up(exact / 200), i
         assert samples[i] == round_half_up(exact), i
     for i in spot[::97] + [frames - 1]:
         assert mel_window_start(i, fps) == starts[i]
+        assert mel_window_start(i, fps, rounding="round") == nearest[i]
     # Nothing drifts: 3.2 (25 fps) or 3.3367 (23.976) columns a frame, every step 3 or 4, end where it must.
-    assert set(np.unique(np.diff(starts)).tolist()) == {3, 4}
-    assert starts[-1] == round_half_up(Fraction(frames - 1) * 80 / fps)
-    # Each window starts on the mel column centred within hop/2 of the frame's first sample.
-    assert np.abs(starts * 200 - samples).max() <= 100
+    assert set(np.unique(np.diff(starts)).tolist()) == set(np.unique(np.diff(nearest)).tolist()) == {3, 4}
+    assert starts[-1] == math.floor(Fraction(frames - 1) * 80 / fps)
+    assert nearest[-1] == round_half_up(Fraction(frames - 1) * 80 / fps)
+    # The floor column is centred at most one hop before the frame's first sample; the nearest within hop/2.
+    assert 0 <= (samples - starts * 200).min() and (samples - starts * 200).max() <= 200
+    assert np.abs(nearest * 200 - samples).max() <= 100
 
 
 def test_floor_rounding_reproduces_the_reference_truncation() -> None:
@@ -155,6 +166,8 @@ def test_offset_frames_and_huge_indices() -> None:
     np.testing.assert_array_equal(mel_window_starts(1000, NTSC_FILM, start_frame=4000), whole[4000:])
     far = 10**15  # beyond int64-safe arithmetic: falls back to Python integers, still exact
     got = mel_window_starts(3, NTSC_FILM, start_frame=far)
+    assert got.tolist() == [math.floor(Fraction(far + k) * 80 / NTSC_FILM) for k in range(3)]
+    got = mel_window_starts(3, NTSC_FILM, start_frame=far, rounding="round")
     assert got.tolist() == [round_half_up(Fraction(far + k) * 80 / NTSC_FILM) for k in range(3)]
 
 
@@ -190,7 +203,7 @@ def test_real_clip_windows(grid_wav: np.ndarray) -> None:
     win = mel_windows(mel, 75, Fraction(25))
     assert win.shape == (75, 1, 80, 16)
     np.testing.assert_array_equal(win[10, 0], mel[:, 32:48])  # frame 10 -> 10 * 3.2 = column 32
-    assert np.all(win[-1, 0, :, mel.shape[1] - 237 :] == SILENCE)  # frame 74 starts at column 237
+    assert np.all(win[-1, 0, :, mel.shape[1] - 236 :] == SILENCE)  # frame 74 starts at column int(236.8) = 236
 
 
 def test_other_contract_sizes() -> None:

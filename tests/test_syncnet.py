@@ -311,18 +311,18 @@ def test_score_lse_feeds_the_reference_layout(grid_audio):
     crops = rng.integers(0, 256, size=(n, 224, 224, 3), dtype=np.uint8)
     spy = SpyNet()
     s = score_lse(crops, grid_audio, 0, spy, batch_size=5)
-    assert s.windows == n - 4
+    assert s.windows == n - 5  # the reference's lastframe = min_length - 5 (audio is longer than 12 frames)
     lips, auds = torch.cat(spy.lips).numpy(), torch.cat(spy.auds).numpy()
     # The reference: frames stacked on axis 3, (1, 3, T, H, W), window i = frames i..i+4, raw BGR values.
     im = np.transpose(np.expand_dims(np.stack(list(crops), axis=3), 0), (0, 3, 4, 1, 2)).astype(float)
-    np.testing.assert_array_equal(lips, np.concatenate([im[:, :, i : i + 5] for i in range(n - 4)]).astype(np.float32))
+    np.testing.assert_array_equal(lips, np.concatenate([im[:, :, i : i + 5] for i in range(n - 5)]).astype(np.float32))
     # The reference: MFCC of the int16 audio, (1, 1, 13, T), window i = steps 4i..4i+19.
     pcm = np.clip(np.round(grid_audio.astype(np.float64) * 32768), -32768, 32767).astype(np.int16)
     cc = np.expand_dims(np.expand_dims(psf.mfcc(pcm, 16000).T, 0), 0)
     want = np.concatenate([cc[:, :, :, 4 * i : 4 * i + 20] for i in range(n - 4)]).astype(np.float32)
-    np.testing.assert_allclose(auds, want, rtol=1e-6, atol=1e-6)
-    # drop_last reproduces the reference's window count (lastframe = min_length - 5).
-    assert score_lse(crops, grid_audio, 0, SpyNet(), drop_last=True).windows == n - 5
+    np.testing.assert_allclose(auds, want[: n - 5], rtol=1e-6, atol=1e-6)
+    # window_rule="all" scores every complete window (one more here).
+    assert score_lse(crops, grid_audio, 0, SpyNet(), window_rule="all").windows == n - 4
     # Audio starting later in the array: window 0 then sees the steps from that sample on.  The audio is
     # cut there, as the reference cuts a track's audio with ffmpeg, so the first step's pre-emphasis has
     # no previous sample: only that step differs from the whole clip's MFCC.
@@ -345,9 +345,9 @@ def test_score_lse_maps_other_rates_to_25_fps_by_time(grid_audio):
     spy = SpyNet()
     s = score_lse(crops, grid_audio, 0, spy, fps=Fraction(30))
     ticks = [int(np.floor((j + 0.5) * 30 / 25)) for j in range(10)]  # round(12 * 25 / 30) = 10 ticks
-    assert s.windows == 10 - 4
+    assert s.windows == 10 - 5
     shown = torch.cat(spy.lips)[:, 0, :, 0, 0].numpy() / 10  # (windows, 5) source frame of each tick
-    np.testing.assert_array_equal(shown, [ticks[i : i + 5] for i in range(6)])
+    np.testing.assert_array_equal(shown, [ticks[i : i + 5] for i in range(5)])
 
 
 def test_score_lse_refuses_too_few_frames(grid_audio):
@@ -355,10 +355,15 @@ def test_score_lse_refuses_too_few_frames(grid_audio):
 
     spy = SpyNet()
     with pytest.raises(ValueError, match="too few"):
-        score_lse(np.zeros((4, 224, 224, 3), np.uint8), grid_audio, 0, spy)
+        score_lse(np.zeros((4, 224, 224, 3), np.uint8), grid_audio, 0, spy, window_rule="all")
     with pytest.raises(ValueError, match="too few"):
-        score_lse(np.zeros((5, 224, 224, 3), np.uint8), grid_audio, 0, spy, fps=30)  # 4 ticks at 25 fps
-    assert score_lse(np.zeros((5, 224, 224, 3), np.uint8), grid_audio, 0, spy).windows == 1
+        score_lse(np.zeros((5, 224, 224, 3), np.uint8), grid_audio, 0, spy, fps=30, window_rule="all")  # 4 ticks
+    assert score_lse(np.zeros((5, 224, 224, 3), np.uint8), grid_audio, 0, spy, window_rule="all").windows == 1
+    with pytest.raises(ValueError, match="too few"):  # the reference needs one more frame (min_length - 5)
+        score_lse(np.zeros((5, 224, 224, 3), np.uint8), grid_audio, 0, spy)
+    assert score_lse(np.zeros((6, 224, 224, 3), np.uint8), grid_audio, 0, spy).windows == 1
+    with pytest.raises(ValueError, match="too few"):  # ... and as much audio
+        score_lse(np.zeros((6, 224, 224, 3), np.uint8), grid_audio[: 640 * 5], 0, spy)
     with pytest.raises(ValueError, match="224"):
         score_lse(np.zeros((8, 112, 112, 3), np.uint8), grid_audio, 0, spy)
 
@@ -395,5 +400,5 @@ def test_score_lse_end_to_end_on_a_grid_clip(grid_track, grid_audio, syncnet):
     print(f"\nrandom-weight SyncNet on {n} frames: LSE-D {s.lse_d:.3f} LSE-C {s.lse_c:.3f} offset {s.offset:+d}")
     assert np.isfinite([s.lse_d, s.lse_c, *s.mdist, *s.framewise_conf]).all()
     assert len(s.mdist) == 31 and -15 <= s.offset <= 15
-    assert s.windows == len(s.framewise_conf) == n - 4
+    assert s.windows == len(s.framewise_conf) == n - 5  # syncnet_python: min(n, floor(audio / 640)) - 5
     assert s.lse_d == pytest.approx(min(s.mdist)) and s.lse_c >= 0

@@ -114,8 +114,33 @@ def test_contract() -> None:
     assert (c.mel_step, c.n_mels, c.sample_rate, c.hop_length) == (16, 80, 16000, 200)
     assert c.mel_steps_per_second == 80 and c.mel is DEFAULT_MEL
     assert c.face_shape == (6, 96, 96) and c.audio_shape == (1, 80, 16)
+    # The training contract: floor mel window starts, bilinear face resize, truncated output.
+    assert (c.window_rounding, c.resize, c.output) == ("floor", "linear", "truncate")
+    other = c.with_options(window_rounding="round", resize="area", output="round")
+    assert (other.window_rounding, other.resize, other.output) == ("round", "area", "round") and c.resize == "linear"
+    with pytest.raises(ValueError, match="resize"):
+        c.with_options(resize="cubic")
+    with pytest.raises(ValueError, match="output"):
+        c.with_options(output="nearest")
     with pytest.raises(AttributeError):
         c.face_size = 128  # type: ignore[misc]
+
+
+def test_contract_conversions_are_the_reference_ones() -> None:
+    import cv2
+    import numpy as np
+
+    c = Wav2Lip.contract
+    rng = np.random.default_rng(4)
+    crop = rng.integers(0, 256, (173, 173, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(c.resize_face(crop), cv2.resize(crop, (96, 96)))  # cv2's default: INTER_LINEAR
+    np.testing.assert_array_equal(c.with_options(resize="area").resize_face(crop),
+                                  cv2.resize(crop, (96, 96), interpolation=cv2.INTER_AREA))
+    pred = rng.random((2, 96, 96, 3), dtype=np.float32)
+    pred[0, 0, 0] = (1.0, 0.0, 0.9999999)
+    np.testing.assert_array_equal(c.output_to_uint8(pred), (pred * 255.0).astype(np.uint8))  # reference truncation
+    np.testing.assert_array_equal(c.with_options(output="round").output_to_uint8(pred),
+                                  np.floor(pred.astype(np.float64) * 255 + 0.5).astype(np.uint8))
 
 
 @pytest.mark.parametrize("name", ["wav2lip", "wav2lip_gan"])

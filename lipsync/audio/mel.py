@@ -20,15 +20,19 @@ Digital silence therefore maps to the floor, ``-4`` (:attr:`MelContract.silence_
 
 Alignment (:func:`mel_window_start`, :func:`mel_windows`): video frame ``i`` at
 ``fps`` starts at the exact time ``i / fps`` s, i.e. sample ``i * 16000 / fps``;
-its window is the ``mel_step`` (16) columns starting at the mel column nearest
-that time, ``round_half_up(i * 16000 / fps / 200) = round_half_up(i * 80 / fps)``,
-computed from the absolute frame index with exact rational arithmetic
-(:mod:`dubcore.timebase`), so frame 250,000 of a 24000/1001 film lands where it
-should.  (The reference computes ``int(i * 80. / fps)`` in floats: truncation, and
-float error on NTSC rates; ``rounding="floor"`` gives its truncation, exactly.)
+its window is the ``mel_step`` (16) columns starting at mel column
+``floor(i * 16000 / fps / 200) = floor(i * 80 / fps)`` -- the reference's
+``int(80. * i / fps)`` in training and inference, so what the published
+checkpoints expect (:attr:`MelContract.window_rounding`; ``"round"`` picks the
+column nearest the frame's start instead).  It is computed from the absolute
+frame index with exact rational arithmetic (:mod:`dubcore.timebase`), so frame
+250,000 of a 24000/1001 film lands where it should (the reference's float
+product can truncate one column low where ``i * 80 / fps`` is a whole number,
+first at frame 300 of a 24000/1001 clip; here it is exact).  The ``rounding``
+argument of the functions below defaults to the contract's.
 :func:`window_sample_starts` gives the audio sample at which each frame starts,
-``round_half_up(i * 16000 / fps)``; the mel column chosen is centred within
-``hop / 2`` samples of it.
+``round_half_up(i * 16000 / fps)``; the floor column is centred at most one hop
+before it (``"round"``: within ``hop / 2``).
 
 Audio length rule: the audio is assumed to start at the first frame.  A window
 that runs past the end of the mel (audio shorter than the video, or the last
@@ -71,7 +75,10 @@ class MelContract:
     """The mel features a model was trained on, and the window it reads per frame.
 
     Defaults are Wav2Lip's ``hparams.py``.  ``mel_step`` is the number of mel
-    columns in one window (16 columns = 200 ms at 80 columns per second).
+    columns in one window (16 columns = 200 ms at 80 columns per second);
+    ``window_rounding`` how a frame's first column is rounded from ``i * 80 / fps``
+    (``"floor"``: the reference's ``int()``, what the published checkpoints were
+    trained and run with; ``"round"``: the nearest column; ``"ceil"``).
     """
 
     sample_rate: int = 16000
@@ -86,8 +93,11 @@ class MelContract:
     min_level_db: float = -100.0
     max_abs_value: float = 4.0
     mel_step: int = 16
+    window_rounding: str = "floor"
 
     def __post_init__(self) -> None:
+        if self.window_rounding not in _ROUNDINGS:
+            raise ValueError(f"window_rounding must be one of {_ROUNDINGS}, got {self.window_rounding!r}")
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length {self.win_length} > n_fft {self.n_fft}")
         if self.fmax > self.sample_rate / 2:
@@ -251,15 +261,17 @@ def _frame_times(frame_count: int, fps: RateLike, scale: int, divisor: int, star
     return np.array(vals, dtype=np.int64)
 
 
-def mel_window_start(frame_index: int, fps: RateLike, contract: Any = None, *, rounding: str = "round") -> int:
-    """First mel column of video frame ``frame_index``'s window: ``round_half_up(i * sr / fps / hop)``.
+def mel_window_start(frame_index: int, fps: RateLike, contract: Any = None, *, rounding: str | None = None) -> int:
+    """First mel column of video frame ``frame_index``'s window: ``floor(i * sr / fps / hop)`` by default.
 
-    Exact (:func:`dubcore.timebase.frame_to_sample` at the mel column rate);
-    ``rounding="floor"`` reproduces the reference's ``int(i * 80 / fps)`` without
-    its float error.  ``contract`` is a :class:`MelContract` or a model contract
+    Exact (:func:`dubcore.timebase.frame_to_sample` at the mel column rate).
+    ``rounding`` (None: the contract's ``window_rounding``, ``"floor"``, the
+    reference's ``int(i * 80 / fps)`` without its float error; ``"round"``: half
+    up).  ``contract`` is a :class:`MelContract` or a model contract
     (``Wav2Lip.contract``); None means Wav2Lip's.
     """
     c = _mel_contract(contract)
+    rounding = c.window_rounding if rounding is None else rounding
     if rounding not in _ROUNDINGS:
         raise ValueError(f"rounding must be one of {_ROUNDINGS}, got {rounding!r}")
     # i * sr / (fps * hop): frame i at a "frame rate" of fps * hop, sampled at sr.
@@ -272,10 +284,11 @@ def mel_window_starts(
     contract: Any = None,
     *,
     start_frame: int = 0,
-    rounding: str = "round",
+    rounding: str | None = None,
 ) -> np.ndarray:
     """:func:`mel_window_start` of frames ``start_frame .. start_frame + frame_count - 1`` (int64, vectorised, exact)."""
     c = _mel_contract(contract)
+    rounding = c.window_rounding if rounding is None else rounding
     return _frame_times(frame_count, fps, c.sample_rate, c.hop_length, start_frame, rounding)
 
 
@@ -296,7 +309,7 @@ def mel_windows(
     contract: Any = None,
     *,
     start_frame: int = 0,
-    rounding: str = "round",
+    rounding: str | None = None,
 ) -> np.ndarray:
     """One mel window per video frame: ``(frame_count, 1, n_mels, mel_step)`` float32.
 

@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import nn
 
 from lipsync.audio.mel import DEFAULT_MEL, MelContract
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "WAV2LIP_PARAMETERS",
@@ -44,6 +47,11 @@ __all__ = [
     "checkpoint_format",
     "load_wav2lip",
 ]
+
+#: Face resize choices (``Wav2LipContract.resize``) -> OpenCV interpolation flag (cv2.INTER_LINEAR = 1, INTER_AREA = 3).
+RESIZES = {"linear": 1, "area": 3}
+#: Output conversion choices (``Wav2LipContract.output``).
+OUTPUTS = ("truncate", "round")
 
 #: Size of the published generator (tests check both).
 WAV2LIP_PARAMETERS = 36_298_035
@@ -67,8 +75,24 @@ class Wav2LipContract:
     * output: ``(N, 3, face_size, face_size)`` in ``value_range``, same colour order.
 
     ``fps_reference`` is the frame rate the model was trained at (25).  At any
-    other rate the windows are still placed by time (each covers 200 ms from its
-    frame's start), never by counting frames.
+    other rate the windows are still placed by time, never by counting frames.
+
+    The *training contract* -- how the published checkpoints were trained and run
+    (Rudrabha/Wav2Lip ``wav2lip_train.py`` and ``inference.py``) -- is the default,
+    and every caller (engine, training sets, parity dumps) reads it from here:
+
+    * ``mel.window_rounding = "floor"``: frame ``i``'s window starts at mel column
+      ``floor(i * 80 / fps)`` (the reference's ``int(80. * i / fps)``, computed
+      exactly; :func:`lipsync.audio.mel.mel_window_start`);
+    * ``resize = "linear"``: the face crop is resized to ``face_size`` with
+      ``cv2.resize``'s default bilinear interpolation (:meth:`resize_face`);
+    * ``output = "truncate"``: the output becomes pixels as ``(x * 255).astype(uint8)``
+      (:meth:`output_to_uint8`).
+
+    ``"round"`` / ``"area"`` / ``"round"`` (dub-film's earlier choices: nearest mel
+    column, area resampling, rounded output) remain as named options
+    (:meth:`with_options`), for experiments and for models trained that way; the
+    published weights never saw them.
     """
 
     face_size: int = 96
@@ -79,6 +103,59 @@ class Wav2LipContract:
     value_range: tuple[float, float] = (0.0, 1.0)
     fps_reference: int = 25
     mel: MelContract = field(default=DEFAULT_MEL)
+    resize: str = "linear"
+    output: str = "truncate"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZES:
+            raise ValueError(f"resize must be one of {sorted(RESIZES)}, got {self.resize!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+
+    def with_options(
+        self, *, window_rounding: str | None = None, resize: str | None = None, output: str | None = None
+    ) -> "Wav2LipContract":
+        """This contract with other pipeline choices (e.g. ``window_rounding="round", resize="area",
+        output="round"``: dub-film's pre-2026 behaviour, *not* what the published checkpoints saw)."""
+        mel = self.mel if window_rounding is None else replace(self.mel, window_rounding=window_rounding)
+        return replace(self, mel=mel, resize=resize or self.resize, output=output or self.output)
+
+    @property
+    def window_rounding(self) -> str:
+        """How frame ``i``'s first mel column is rounded from ``i * 80 / fps`` (``"floor"``: the reference's ``int()``)."""
+        return self.mel.window_rounding
+
+    def window_start(self, frame_index: int, fps: Any) -> int:
+        """First mel column of frame ``frame_index``'s window (:func:`lipsync.audio.mel.mel_window_start`)."""
+        from lipsync.audio.mel import mel_window_start
+
+        return mel_window_start(frame_index, fps, self)
+
+    def resize_face(self, crop: "np.ndarray", size: int | None = None) -> "np.ndarray":
+        """A uint8 BGR face crop resized to the model's ``(face_size, face_size)`` with :attr:`resize`.
+
+        ``"linear"`` is ``cv2.resize``'s default (bilinear), what the reference's
+        ``preprocess.py``/``wav2lip_train.py`` and ``inference.py`` use; ``"area"`` is
+        ``cv2.INTER_AREA``.  ``size`` overrides ``face_size`` (a training set of
+        another resolution)."""
+        import cv2
+
+        s = int(size or self.face_size)
+        return cv2.resize(crop, (s, s), interpolation=RESIZES[self.resize])
+
+    def output_to_uint8(self, out: "np.ndarray") -> "np.ndarray":
+        """Generator output (``..., value_range`` floats) to uint8 pixels with :attr:`output`.
+
+        ``"truncate"``: ``(x * 255).astype(uint8)`` as the reference's ``inference.py``
+        (``pred * 255.`` then ``p.astype(np.uint8)``); ``"round"``: to the nearest level.
+        Values are clipped to ``value_range`` first (a no-op after the sigmoid)."""
+        import numpy as np
+
+        lo, hi = self.value_range
+        x = (np.clip(np.asarray(out, dtype=np.float32), lo, hi) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+        if self.output == "round":
+            x = x + np.float32(0.5)
+        return x.astype(np.uint8)
 
     @property
     def mel_step(self) -> int:

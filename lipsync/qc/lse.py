@@ -20,20 +20,26 @@ Face crops (:func:`syncnet_crops`, reference ``run_pipeline.crop_video``)
 
 Audio (:func:`syncnet_mfcc`)
     ``python_speech_features.mfcc`` with its defaults on the 16 kHz signal at the
-    16-bit PCM scale (float audio is rounded from ``x * 32768`` and clipped, as
-    ffmpeg's ``pcm_s16le`` gives it to the reference).  The track's audio starts
-    at ``audio_start_sample``; samples outside the array are silence.
+    16-bit PCM scale: float audio (-1..1) is rounded from ``x * 32768`` and
+    clipped, as ffmpeg's ``pcm_s16le`` gives it to the reference; int16 PCM (what
+    the reference's ``wavfile.read`` returns) is used as is.  Any other sample type
+    is refused.  The track's audio starts at ``audio_start_sample``; samples before
+    the array are silence.
 
 Windows (:func:`score_lse`)
     Frames are put on a 25 fps timeline by time (tick ``j`` shows source frame
     ``floor((j + 0.5) * fps / 25)``; the identity at 25 fps), as the reference's
     ``ffmpeg -r 25`` conversion does.  Window ``i`` is ticks ``i .. i+4`` as
-    ``(3, 5, 224, 224)`` and MFCC steps ``4i .. 4i+19`` as ``(1, 13, 20)``.  The
-    reference scores ``min_length - 5`` windows (it never uses the last one); here
-    every complete window is scored, ``m - 4`` for ``m`` ticks, because the audio is
-    read past the track's end (zeros past the array): pass ``drop_last=True`` for
-    the reference's count.  The reference drops tracks of 100 frames or fewer;
-    here any track of at least 5 ticks is scored.
+    ``(3, 5, 224, 224)`` and MFCC steps ``4i .. 4i+19`` as ``(1, 13, 20)``.
+    Window count, by default the reference's (``window_rule="syncnet_python"``):
+    ``min_length - 5`` with ``min_length = min(m, floor(audio / 640))`` for ``m``
+    ticks and ``audio`` samples from ``audio_start_sample`` to the end of the
+    array -- the count is capped by the audio, and the last complete window is
+    never scored (``lastframe = min_length - 5``; every batch, the last partial one
+    included, is scored).  ``window_rule="all"`` scores every complete window,
+    ``m - 4``, reading silence past the end of the array.  The reference drops
+    tracks of 100 frames or fewer; here any track with at least one window is
+    scored.
 
 Distances and scores (:func:`calc_pdist`, :func:`lse_from_distances`)
     Audio embeddings are zero-padded by 15 windows on each side; window ``i``'s lip
@@ -66,6 +72,7 @@ __all__ = [
     "calc_pdist",
     "crop_face",
     "lse_from_distances",
+    "lse_window_count",
     "medfilt_zero",
     "score_lse",
     "syncnet_crops",
@@ -104,21 +111,36 @@ def syncnet_mfcc(audio_16k: np.ndarray, *, steps: int | None = None, contract: S
     """``(T, 13)`` float32 MFCC of 16 kHz mono audio, as ``python_speech_features.mfcc(pcm16, 16000)``.
 
     Float audio (-1..1) is put on the 16-bit PCM scale (``round(x * 32768)``,
-    clipped); integer PCM is used as is.  ``steps`` fixes ``T`` (zero padding at
-    the end); by default ``T`` is python_speech_features' frame count.  The same
-    arithmetic as :func:`lipsync.models.light_asd.mfcc`, which it calls.
+    clipped); int16 PCM is used as is; other sample types raise ``TypeError``.
+    ``steps`` fixes ``T`` (zero padding at the end); by default ``T`` is
+    python_speech_features' frame count.  The same arithmetic as
+    :func:`lipsync.models.light_asd.mfcc`, which it calls.
     """
     from lipsync.models.light_asd import mfcc
 
-    return mfcc(np.asarray(audio_16k), _mfcc_contract(contract), steps=steps)
+    return mfcc(_pcm_or_float(audio_16k, "syncnet_mfcc"), _mfcc_contract(contract), steps=steps)
+
+
+def _pcm_or_float(audio_16k: np.ndarray, where: str) -> np.ndarray:
+    """The audio as given when it is float (-1..1) or int16 PCM; any other sample type is refused."""
+    audio = np.asarray(audio_16k)
+    if not (np.issubdtype(audio.dtype, np.floating) or audio.dtype == np.int16):
+        raise TypeError(
+            f"{where}: audio must be float samples in -1..1 or int16 PCM, got {audio.dtype}; convert it "
+            f"(e.g. int32 PCM: (x / 2**31).astype(np.float32))"
+        )
+    return audio
 
 
 def _audio_segment(audio_16k: np.ndarray, start: int, length: int) -> np.ndarray:
-    """``length`` samples of ``audio_16k`` from ``start`` (may be negative), zeros outside the array."""
-    seg = np.zeros(length, dtype=np.float32)
+    """``length`` samples of ``audio_16k`` from ``start`` (may be negative), zeros outside the array.
+
+    The segment keeps the sample type (float stays float, int16 PCM stays int16), so
+    :func:`syncnet_mfcc` scales each correctly."""
+    seg = np.zeros(length, dtype=audio_16k.dtype)
     a0, a1 = max(int(start), 0), min(int(start) + length, len(audio_16k))
     if a1 > a0:
-        seg[a0 - start : a1 - start] = np.asarray(audio_16k[a0:a1], dtype=np.float32)
+        seg[a0 - start : a1 - start] = audio_16k[a0:a1]
     return seg
 
 
@@ -329,6 +351,25 @@ def syncnet_embeddings(
     return torch.cat(lips), torch.cat(auds)
 
 
+WINDOW_RULES = ("syncnet_python", "all")
+
+
+def lse_window_count(ticks: int, audio_samples: int, rule: str = "syncnet_python", contract: SyncNetContract = CONTRACT) -> int:
+    """Number of 5-tick windows scored for ``ticks`` 25 fps frames and ``audio_samples`` samples of audio (may be < 1).
+
+    ``"syncnet_python"``: ``SyncNetInstance.evaluate``'s ``min(len(images),
+    floor(len(audio) / 640)) - 5`` (``640 = sample_rate / fps``); ``"all"``:
+    ``ticks - 4``, every complete window, whatever the audio length.
+    """
+    c = contract
+    if rule == "syncnet_python":
+        per_frame = c.sample_rate // c.fps
+        return min(int(ticks), max(0, int(audio_samples)) // per_frame) - c.frames_per_window
+    if rule == "all":
+        return int(ticks) - c.frames_per_window + 1
+    raise ValueError(f"window_rule must be one of {WINDOW_RULES}, got {rule!r}")
+
+
 def score_lse(
     crops: np.ndarray,
     audio_16k: np.ndarray,
@@ -337,14 +378,17 @@ def score_lse(
     *,
     fps: RateLike = 25,
     batch_size: int = 20,
-    drop_last: bool = False,
+    window_rule: str = "syncnet_python",
 ) -> LseScores:
     """LSE of a track's :func:`syncnet_crops` against 16 kHz audio whose sample ``audio_start_sample`` is the track's start.
 
-    ``crops`` are at ``fps`` (mapped to 25 fps by time); audio outside the array
-    is silence.  Every complete 5-tick window is scored (``drop_last=True``:
-    one fewer, the reference's ``lastframe = min_length - 5``).  Raises
-    ``ValueError`` when there are fewer than 5 frames (or 25 fps ticks).
+    ``crops`` are at ``fps`` (mapped to 25 fps by time); audio before the array is
+    silence.  ``audio_16k`` is float (-1..1) or int16 PCM (the same numbers
+    either way); other sample types raise ``TypeError``.  Windows
+    (:func:`lse_window_count`): ``window_rule="syncnet_python"`` (default) scores
+    what the reference scores, ``min(ticks, floor(audio / 640)) - 5``;
+    ``"all"`` every complete 5-tick window.  Raises ``ValueError`` when that
+    leaves no window (too few frames, 25 fps ticks or audio).
     """
     from lipsync.speakers.asd import tick_frames
 
@@ -354,17 +398,19 @@ def score_lse(
         raise ValueError(f"score_lse: expected (n, {c.crop_size}, {c.crop_size}, 3) BGR crops, got shape {faces.shape}")
     if faces.dtype != np.uint8:
         raise ValueError(f"score_lse: expected uint8 crops, got {faces.dtype}")
-    n = faces.shape[0]
-    ticks = tick_frames(n, fps, c.fps)
-    windows = len(ticks) - c.frames_per_window + 1 - (1 if drop_last else 0)
-    if n < c.frames_per_window or windows < 1:
-        raise ValueError(
-            f"score_lse: {n} frames at {fps} fps ({len(ticks)} ticks at {c.fps} fps) are too few: SyncNet needs "
-            f"{c.frames_per_window + (1 if drop_last else 0)} ticks"
-        )
-    audio = np.asarray(audio_16k)
+    audio = _pcm_or_float(audio_16k, "score_lse")
     if audio.ndim != 1:
         raise ValueError(f"score_lse: expected mono 16 kHz audio, got shape {audio.shape}")
+    n = faces.shape[0]
+    ticks = tick_frames(n, fps, c.fps)
+    windows = lse_window_count(len(ticks), len(audio) - int(audio_start_sample), window_rule, c)
+    if n < c.frames_per_window or windows < 1:
+        need = c.frames_per_window + (1 if window_rule == "syncnet_python" else 0)
+        raise ValueError(
+            f"score_lse: {n} frames at {fps} fps ({len(ticks)} ticks at {c.fps} fps) with "
+            f"{max(0, len(audio) - int(audio_start_sample))} audio samples are too few: SyncNet needs {need} ticks "
+            f"and as many 25 fps frames of audio ({window_rule!r} window rule)"
+        )
     steps = c.mfcc_steps_per_frame * (windows - 1) + c.mfcc_window_steps
     hop = int(round(c.mfcc_winstep * c.sample_rate))
     win = int(round(c.mfcc_winlen * c.sample_rate))

@@ -106,10 +106,15 @@ def measure_track(
     track's first frame: the context the shifted audio reads at the track's start)."""
     lse_out = asd_out = None
     if lse and models.syncnet is not None and track.frames.duration >= 5:
-        from .lse import score_lse, syncnet_crops
+        from lipsync.speakers.asd import tick_frames
 
-        crops = syncnet_crops(video, track, info=info)
-        lse_out = score_lse(crops, audio, frame_to_sample(lead, fps, SAMPLE_RATE), models.syncnet, fps=fps).to_dict()
+        from .lse import lse_window_count, score_lse, syncnet_crops
+
+        start = frame_to_sample(lead, fps, SAMPLE_RATE)
+        ticks = len(tick_frames(track.frames.duration, fps, models.syncnet.contract.fps))
+        if lse_window_count(ticks, len(audio) - start, contract=models.syncnet.contract) >= 1:  # syncnet_python's count
+            crops = syncnet_crops(video, track, info=info)
+            lse_out = score_lse(crops, audio, start, models.syncnet, fps=fps).to_dict()
     if asd and models.asd is not None:
         from lipsync.speakers.asd import crop_tracks
 

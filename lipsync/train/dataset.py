@@ -29,8 +29,8 @@ memory-mapped ``.npy``, so a film is never held):
    ``max_clip_frames`` are cut into near-equal consecutive clips (bounded
    memory for readers that load a clip);
 5. **crops** are the inference crop (:func:`lipsync.inference.crop_box` with
-   :class:`~lipsync.inference.CropParams`, resized with ``INTER_AREA`` to
-   ``face_size``), of the same pixels :meth:`LipSyncEngine.render_shot` sees:
+   :class:`~lipsync.inference.CropParams`, resized to ``face_size`` as
+   ``Wav2Lip.contract.resize_face`` does: bilinear, the training contract), of the same pixels :meth:`LipSyncEngine.render_shot` sees:
    4:2:0 sources are read as their planes and converted with OpenCV
    (``even=True`` boxes), others as ``bgr24``;
 6. **audio**: clip sample 0 is ``frame_to_sample(a, r, sample_rate)`` (the exact
@@ -203,14 +203,15 @@ def plan_clips(track: FaceTrack, runs: Iterable[FrameRange], film_fps: Fraction,
 
 
 def inference_crop(bgr: np.ndarray, box: Sequence[float], face_size: int, crop: Any = None, even: bool = False) -> np.ndarray:
-    """The face crop Wav2Lip inference feeds the generator (:meth:`LipSyncEngine.render_shot`): uint8 BGR ``(S, S, 3)``."""
-    import cv2
+    """The face crop Wav2Lip inference feeds the generator (:meth:`LipSyncEngine.render_shot`): uint8 BGR ``(S, S, 3)``.
 
+    Resized by the training contract (``Wav2Lip.contract.resize_face``)."""
     from lipsync.inference import CropParams, crop_box
+    from lipsync.models.wav2lip import Wav2Lip
 
     h, w = bgr.shape[:2]
     x1, y1, x2, y2 = crop_box(box, crop or CropParams(), (w, h), even=even)
-    return cv2.resize(bgr[y1:y2, x1:x2], (face_size, face_size), interpolation=cv2.INTER_AREA)
+    return Wav2Lip.contract.resize_face(bgr[y1:y2, x1:x2], face_size)
 
 
 def pixel_domain(pix_fmt: str, width: int, height: int) -> tuple[Any, bool]:

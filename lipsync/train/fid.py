@@ -478,7 +478,8 @@ def evaluate_generator(
     there (it is not moved: it may be the one being trained).
     """
     from lipsync.models.wav2lip import Wav2Lip
-    from lipsync.qc.lse import score_lse
+    from lipsync.qc.lse import lse_window_count, score_lse
+    from lipsync.speakers.asd import tick_frames
     from lipsync.train.wav2lip import GeneratorSampler
 
     if max_windows < 0 or batch_size < 1:
@@ -536,8 +537,12 @@ def evaluate_generator(
         gen = np.concatenate(runs.pop(rid))
         _, clip, wins = plan[rid]
         if syncnet is not None:
-            s = score_lse(_syncnet_view(gen, syncnet.contract), ds.audio(clip), wins[0][0] * spf, syncnet, fps=ds.fps)
-            lse.append((s.lse_d, s.lse_c))
+            audio = ds.audio(clip)
+            ticks = len(tick_frames(len(gen), ds.fps, syncnet.contract.fps))
+            # syncnet_python's window count (min(frames, audio frames) - 5); a run too short for it has no LSE.
+            if lse_window_count(ticks, len(audio) - wins[0][0] * spf, contract=syncnet.contract) >= 1:
+                s = score_lse(_syncnet_view(gen, syncnet.contract), audio, wins[0][0] * spf, syncnet, fps=ds.fps)
+                lse.append((s.lse_d, s.lse_c))
 
     was_training = generator.training
     generator.eval()
@@ -552,7 +557,8 @@ def evaluate_generator(
                 y_flat = y.reshape(b * t, *y.shape[2:])
                 l1_sum += float((g - y_flat).abs().sum(dtype=torch.float64))
                 l1_count += g.numel()
-                fake = (g.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # BGR
+                # BGR pixels as inference makes them (the training contract's output conversion).
+                fake = sampler.contract.output_to_uint8(g.permute(0, 2, 3, 1).cpu().numpy())
                 if fid_model is not None:
                     real = np.concatenate([np.asarray(sampler.dataset.faces(clip)[start : start + t])
                                            for _, clip, start, _ in chunk])
