@@ -93,9 +93,15 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
 
 def write_json(path: str | os.PathLike[str], kind: str, payload: dict[str, Any]) -> Path:
     """Write ``payload`` as a versioned ``kind`` file, atomically."""
+    data = versioned(kind, payload)
+    try:  # names as the studio sent them (Japanese, accents) stay readable in the file
+        text = json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a path with undecodable bytes (lone surrogates): escape everything
+        text = json.dumps(data, indent=2, sort_keys=False, ensure_ascii=True)
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(versioned(kind, payload), fh, indent=2, sort_keys=False)
+            fh.write(text)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())

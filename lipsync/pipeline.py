@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import platform
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from dubcore.timebase import format_rate
 
 from .media.audio import MixResult, Stem, mix_stems
 from .media.errors import MediaError
-from .media.frames import LOSSLESS, EncodeSettings
-from .media.probe import MediaInfo, probe, require_tool
+from .media.frames import AUTO, LOSSLESS, EncodeSettings, delivery_settings
+from .media.probe import DamagedMediaError, MediaInfo, check_tail, media_arg, probe, require_tool
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,34 @@ class Preflight:
     info: MediaInfo
     stems: tuple[Stem, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: The master as delivered, when ``film``/``info`` describe an intermediate (a VFR
+    #: conform): the delivered codec follows it and the report describes it.
+    source_info: MediaInfo | None = None
 
 
 def preflight(job: DubJob) -> Preflight:
-    """Check the film and every dub track exist and are usable; nothing is written."""
+    """Check the film and every dub track exist and are usable; nothing is written.
+
+    A truncated or damaged film is refused here (:class:`DamagedMediaError`: the
+    container's declared length against its packets, the MP4 index, and a decode
+    of its last GOP), with the number of readable frames."""
     notes: list[str] = []
     film = Path(job.film)
     info = probe(film)
     video = info.require_video()
+    check_tail(info)
+    if job.dub.language:
+        from .media.language import iso639_2
+
+        try:
+            iso639_2(job.dub.language)
+        except ValueError as exc:
+            raise MediaError(f"manifest dub.language: {exc}") from None
+    if job.options.video_codec in ("auto", "source"):
+        chosen = delivery_settings(video, job.options.container)
+        if chosen.codec == "libx264" and video.codec != "h264":
+            notes.append(f"{film}: {video.codec} master delivered as H.264 in .{job.options.container} "
+                         f"(see options.video_codec / options.container to keep the family)")
     if video.vfr:
         if job.options.vfr_policy == "refuse":
             raise MediaError(
@@ -66,17 +87,29 @@ def preflight(job: DubJob) -> Preflight:
 
 
 def conform_vfr(film: Path, info: MediaInfo, dst: Path) -> Path:
-    """Convert a VFR film to CFR at its nominal rate, losslessly (FFV1), keeping the audio."""
+    """Convert a VFR film to CFR at its nominal rate, losslessly (FFV1), keeping the audio.
+
+    Frames are duplicated or dropped to fill the film's true duration (its packet
+    timestamps) at the nominal rate; the result is refused (and not written) when it
+    holds fewer frames than that duration needs: a conform never shortens a film."""
     video = info.require_video()
     from dubcore.schema import atomic_path
 
+    duration = video.duration if video.duration is not None else Fraction(video.frame_count) / video.fps
+    expected = int(duration * video.fps + Fraction(1, 2))
     with atomic_path(dst) as tmp:
-        cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(film)]
+        cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", media_arg(film)]
         cmd += ["-map", f"0:{video.index}", "-map", "0:a?", "-fps_mode", "cfr", "-r", format_rate(video.fps)]
-        cmd += ["-c:v", "ffv1", "-pix_fmt", video.pix_fmt, "-c:a", "flac", str(tmp)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        cmd += ["-c:v", "ffv1", "-pix_fmt", video.pix_fmt, "-c:a", "flac", media_arg(tmp)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         if proc.returncode != 0:
             raise MediaError(f"{film}: could not conform to CFR: {proc.stderr.strip()}")
+        got = probe(tmp).require_video().frame_count
+        if got + 1 < expected:
+            raise DamagedMediaError(
+                f"{film}: conforming to {format_rate(video.fps)} fps CFR gave {got} frames, but the film lasts "
+                f"{float(duration):.3f} s ({expected} frames); refused rather than delivering a shorter film. "
+                f"Check the master (`dub probe {film}`) or deliver a CFR master", readable_frames=got)
     return dst
 
 
@@ -111,10 +144,22 @@ def prepare_dialogue(job: DubJob, pre: Preflight, dst: Path, workdir: Path, samp
     )
 
 
-def encode_settings(job: DubJob) -> EncodeSettings:
-    if job.options.video_codec == "ffv1":
-        return LOSSLESS
-    return EncodeSettings(codec=job.options.video_codec, crf=job.options.crf, preset=job.options.preset)
+def encode_settings(job: DubJob, source: MediaInfo | None = None) -> EncodeSettings:
+    """How the delivered picture is encoded, and the dub's language for the audio tag.
+
+    ``options.video_codec: auto`` (the default) follows the master's codec family:
+    resolved here when ``source`` (the master's probe) is given, else by
+    :func:`lipsync.media.assemble.assemble` from the film it reads.  An explicit
+    encoder is used as given."""
+    o = job.options
+    language = job.dub.language
+    if o.video_codec == "ffv1":
+        return replace(LOSSLESS, audio_language=language)
+    if o.video_codec in ("auto", "source"):
+        if source is not None and source.video is not None:
+            return delivery_settings(source.video, o.container, crf=o.crf, preset=o.preset, audio_language=language)
+        return replace(AUTO, crf=o.crf, preset=o.preset, audio_language=language)
+    return EncodeSettings(codec=o.video_codec, crf=o.crf, preset=o.preset, audio_language=language)
 
 
 def software_versions() -> dict[str, str]:
@@ -145,11 +190,18 @@ def build_report(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """The run's report.json payload (without the schema tag)."""
-    video = pre.info.require_video()
+    source = pre.source_info or pre.info  # the master as delivered to us, not a conformed intermediate
+    src_video = source.require_video()
     out_video = output_info.require_video()
+    film: dict[str, Any] = {"path": str(job.film), "probe": source.to_dict()}
+    if pre.source_info is not None:
+        conformed = pre.info.require_video()
+        film["conformed"] = {"path": pre.film.name, "frame_count": conformed.frame_count, "fps": format_rate(conformed.fps),
+                             "reason": "variable frame rate conformed to a constant rate (options.vfr_policy: conform)"}
+    matches = out_video.frame_count == src_video.frame_count
     return {
         "title": job.title or Path(job.film).stem,
-        "film": {"path": str(pre.film), "probe": pre.info.to_dict()},
+        "film": film,
         "dub": {
             "language": job.dub.language,
             "tracks": [{"role": s.role, "path": str(s.path), "gain_db": s.gain_db} for s in pre.stems],
@@ -159,7 +211,11 @@ def build_report(
             "film": output.name,
             "frame_count": out_video.frame_count,
             "fps": format_rate(out_video.fps),
-            "frame_count_matches_source": out_video.frame_count == video.frame_count,
+            "source_frame_count": src_video.frame_count,
+            "frame_count_matches_source": matches,
+            **({} if matches else {"frame_count_note": (
+                f"the delivered film has {out_video.frame_count} frames, the source {src_video.frame_count}"
+                + (" (conformed from a variable frame rate)" if pre.source_info is not None else ""))}),
         },
         "shots": [
             {**shot.to_dict(), **renders.get(shot.id, {"status": "unchanged", "reason": "not rendered"})}
@@ -175,3 +231,29 @@ def build_report(
         "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
         "software": software_versions(),
     }
+
+
+def shot_settings(options) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The keyword arguments of :func:`lipsync.shots.detect_shots` that a job's options decide
+    (``dub run`` and ``dub match`` split a film the same way)."""
+    return {"detectors": tuple(options.shot_detectors), "min_shot_frames": options.min_shot_frames,
+            "detector_options": {"content": {"threshold": options.content_threshold}}}
+
+
+def face_tracking_params(options):  # type: ignore[no-untyped-def]
+    """The :class:`~lipsync.faces.pipeline.FaceTrackingParams` that a job's options decide."""
+    from .faces.pipeline import FaceTrackingParams
+    from .faces.track import TrackerParams
+
+    return FaceTrackingParams(tracker=TrackerParams(min_face_size=options.face_min_size, min_track_frames=options.face_min_track_frames))
+
+
+def track_job_faces(film, shots, info, options, device: str, store=None, progress=None):  # type: ignore[no-untyped-def]
+    """Face tracks of every shot with the job's detector and tracking settings (a list of TrackingResult)."""
+    from .faces.detect import build_detector
+    from .faces.pipeline import track_film_faces
+
+    detector = build_detector("retinaface", weights=options.face_weights, store=store, device=device,
+                              batch_size=options.face_batch_size, max_size=options.face_max_size)
+    return track_film_faces(film, shots, detector, face_tracking_params(options), batch_size=options.face_batch_size,
+                            info=info, progress=progress)

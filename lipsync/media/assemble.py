@@ -5,8 +5,13 @@ from the source in its own pixel format and piped straight into the final
 encoder; re-rendered shots come from lossless segments (FFV1, same pixel format)
 written by the lip-sync stage.  Runs of consecutive untouched shots are read by
 one seeking reader, so the source is decoded once.  The output keeps the source's
-frame count, rate, size, pixel format, colour tags and rotation; the dubbed mix is
-muxed in.
+frame count, rate, size, pixel format, sample aspect ratio, colour tags and
+rotation; the dubbed mix is muxed in, tagged with the dub's language.
+
+The delivered codec follows the source by default (``settings=None`` or
+``codec='auto'``): H.264 in, H.264 out; HEVC in, HEVC out; ProRes in, ProRes out
+(in MOV/MKV); see :func:`lipsync.media.frames.delivery_settings` for the rest and
+for the quality (unchanged shots >= 45 dB PSNR against the source).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dubcore.records import Shot, ShotList
 from dubcore.timebase import FrameRange
 
 from .errors import MediaError
-from .frames import LOSSLESS, EncodeSettings, FrameReader, FrameWriter
+from .frames import AUTO, LOSSLESS, EncodeSettings, FrameReader, FrameWriter, delivery_settings
 from .probe import MediaInfo, VideoStream, probe
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,8 @@ class AssemblyResult:
     shots_from_source: tuple[str, ...]
     shots_from_segments: tuple[str, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: The encoder and settings the picture was delivered with (after 'auto' was resolved).
+    settings: EncodeSettings | None = None
 
 
 def audio_args_for(path: Path, codec: str | None = None) -> tuple[str, ...]:
@@ -92,16 +99,27 @@ def assemble(
     *,
     audio: str | Path | None,
     segments: Mapping[str, Path] | None = None,
-    settings: EncodeSettings = EncodeSettings(),
+    settings: EncodeSettings | None = None,
     audio_codec: str | None = None,
     info: MediaInfo | None = None,
     progress: Progress | None = None,
+    audio_language: str | None = None,
+    codec_source: VideoStream | None = None,
 ) -> AssemblyResult:
-    """Write the film at ``out`` (atomically) from ``source`` with ``segments`` replacing shots."""
+    """Write the film at ``out`` (atomically) from ``source`` with ``segments`` replacing shots.
+
+    ``settings`` None (or ``codec='auto'``) follows the codec family of
+    ``codec_source`` (the master as delivered to us, when ``source`` is an
+    intermediate such as a VFR conform), else of ``source``.  ``audio_language``
+    (BCP 47, e.g. the manifest's ``dub.language``) tags the audio as ISO 639-2."""
     source = Path(source)
     out = Path(out)
     info = info or probe(source)
     video = info.require_video()
+    settings = settings or AUTO
+    if settings.codec in ("auto", "source"):
+        settings = delivery_settings(codec_source or video, out.suffix, crf=settings.crf, preset=settings.preset,
+                                     audio_language=settings.audio_language)
     segments = dict(segments or {})
     unknown = sorted(set(segments) - {s.id for s in shots})
     if unknown:
@@ -125,6 +143,7 @@ def assemble(
         audio=audio,
         audio_codec=audio_args_for(out, audio_codec),
         expected_frames=video.frame_count,
+        audio_language=audio_language if audio is not None else None,
     ) as writer:
         for kind, frames, run in _runs(shots, segments):
             if kind == "source":
@@ -153,4 +172,4 @@ def assemble(
     if result_video.frame_count != video.frame_count:
         out.unlink(missing_ok=True)
         raise MediaError(f"{out}: has {result_video.frame_count} frames, source has {video.frame_count}; output removed")
-    return AssemblyResult(out, video.frame_count, tuple(from_source), tuple(from_segments))
+    return AssemblyResult(out, video.frame_count, tuple(from_source), tuple(from_segments), settings=settings)

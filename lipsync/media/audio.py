@@ -22,7 +22,7 @@ from dubcore.schema import atomic_path
 from dubcore.timebase import format_rate, samples_for_frames
 
 from .errors import MediaError
-from .probe import AudioStream, MediaInfo, probe, require_tool
+from .probe import AudioStream, MediaInfo, media_arg, probe, require_tool
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,14 @@ def to_wav(
     stream = audio_stream(info, stream_index)
     codec = {"FLOAT": "pcm_f32le", "PCM_16": "pcm_s16le", "PCM_24": "pcm_s24le"}[subtype]
     with atomic_path(dst) as tmp:
-        cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src)]
+        cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", media_arg(src)]
         cmd += ["-map", f"0:{stream.index}", "-vn", "-sn", "-dn", "-c:a", codec]
         if sample_rate and sample_rate != stream.sample_rate:
             cmd += ["-af", f"aresample={sample_rate}:resampler=soxr:precision=28"]
             cmd += ["-ar", str(sample_rate)]
         if channels:
             cmd += ["-ac", str(channels)]
-        cmd += ["-f", "wav", str(tmp)]
+        cmd += ["-f", "wav", media_arg(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise MediaError(f"{src}: audio decode failed: {proc.stderr.strip()}")

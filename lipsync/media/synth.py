@@ -20,7 +20,7 @@ from dubcore.schema import atomic_path
 from dubcore.timebase import format_rate, samples_for_frames
 
 from .errors import MediaError
-from .probe import require_tool
+from .probe import media_arg, require_tool
 
 _SOURCES = (
     "testsrc2=s={w}x{h}:r={r}",
@@ -73,12 +73,12 @@ def make_film(
         if audio:
             wav = tmp.with_suffix(".orig.wav")
             write_tone(wav, samples_for_frames(total, fps, sample_rate), sample_rate, freq=220.0, seed=1)
-            cmd += ["-i", str(wav)]
+            cmd += ["-i", media_arg(wav)]
         cmd += ["-map", "[vout]"]
         if audio:
             cmd += ["-map", "0:a:0", "-c:a", "aac", "-b:a", "192k"]
         cmd += ["-c:v", "libx264", "-crf", str(crf), "-preset", preset, "-pix_fmt", "yuv420p"]
-        cmd += ["-r", rate, "-fps_mode", "cfr", "-frames:v", str(total), str(tmp)]
+        cmd += ["-r", rate, "-fps_mode", "cfr", "-frames:v", str(total), media_arg(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if wav is not None:
             wav.unlink(missing_ok=True)
@@ -255,8 +255,8 @@ def make_dialogue_scene(
     sf.write(str(wav), np.concatenate(audio_parts), sample_rate, subtype="PCM_16")
     video_tmp = out.with_name(out.stem + ".scene-video.mkv")
     with atomic_path(out) as tmp:
-        subprocess.run([require_tool("ffmpeg"), "-nostdin", "-loglevel", "error", "-y", "-i", str(video_tmp), "-i", str(wav),
-                        "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *audio_codec, str(tmp)], check=True)
+        subprocess.run([require_tool("ffmpeg"), "-nostdin", "-loglevel", "error", "-y", "-i", media_arg(video_tmp), "-i", media_arg(wav),
+                        "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *audio_codec, media_arg(tmp)], check=True)
     video_tmp.unlink()
     wav.unlink()
     return DialogueScene(out, fps, frame, sample_rate, 2 * w, h, tuple(made))

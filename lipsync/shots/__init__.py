@@ -15,7 +15,7 @@ DETECTORS: dict[str, type[ShotDetector]] = {
 }
 
 from .detect import DEFAULT_DETECTORS, detect_shots, merge_cuts  # noqa: E402
-from .export import read_shots, write_edl, write_otio, write_shots  # noqa: E402
+from .export import read_shots, write_edl, write_otio, write_shot_files, write_shots  # noqa: E402
 
 __all__ = [
     "DEFAULT_DETECTORS",
@@ -26,5 +26,6 @@ __all__ = [
     "read_shots",
     "write_edl",
     "write_otio",
+    "write_shot_files",
     "write_shots",
 ]

@@ -344,14 +344,14 @@ def audio_16k_memmap(src: str | os.PathLike[str], dst: str | os.PathLike[str], *
     from dubcore.schema import atomic_path
     from lipsync.media.audio import audio_stream
     from lipsync.media.errors import MediaError
-    from lipsync.media.probe import probe, require_tool
+    from lipsync.media.probe import media_arg, probe, require_tool
 
     info = probe(src)
     stream = audio_stream(info, stream_index)
     with atomic_path(dst, suffix=".f32") as tmp:
-        cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", os.fspath(src)]
+        cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", media_arg(src)]
         cmd += ["-map", f"0:{stream.index}", "-vn", "-sn", "-dn", "-ac", "1"]
-        cmd += ["-af", "aresample=16000:resampler=soxr:precision=28", "-ar", "16000", "-c:a", "pcm_f32le", "-f", "f32le", str(tmp)]
+        cmd += ["-af", "aresample=16000:resampler=soxr:precision=28", "-ar", "16000", "-c:a", "pcm_f32le", "-f", "f32le", media_arg(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise MediaError(f"{src}: audio decode failed: {proc.stderr.strip()}")

@@ -58,13 +58,40 @@ def _field(value: str) -> str:
     return value
 
 
+def rttm_uri(name: str) -> str:
+    """The RTTM ``uri`` token of a file called ``name`` (a film's stem, as studios name them).
+
+    RTTM fields are whitespace-separated, so every run of whitespace, control
+    characters and quotes becomes one ``_`` (``my film (v2)`` -> ``my_film_(v2)``);
+    letters of any script are kept.  Deterministic: the same name always gives the
+    same token, and a token is its own uri.  An empty name becomes ``file``.
+    """
+    import unicodedata
+
+    text = unicodedata.normalize("NFC", str(name))
+    out: list[str] = []
+    for c in text:
+        bad = c.isspace() or unicodedata.category(c).startswith("C") or c in "\"'`"
+        if bad:
+            if out and out[-1] != "_":
+                out.append("_")
+        else:
+            out.append(c)
+    token = "".join(out).strip("_")
+    return token or "file"
+
+
 def format_rttm(uri: str, turns: Iterable[SpeakerTurn]) -> str:
-    """The RTTM text of ``turns`` (sorted by start, end, speaker), one ``SPEAKER`` line each."""
+    """The RTTM text of ``turns`` (sorted by start, end, speaker), one ``SPEAKER`` line each.
+
+    ``uri`` is any name (a film's stem with spaces, quotes, any script): it is written
+    as :func:`rttm_uri` of it.  Speaker labels must already be single tokens."""
+    token = rttm_uri(uri)
     lines = []
     for turn in sorted(turns, key=lambda t: (t.start_sample, t.end_sample, t.speaker)):
         onset = _ms(turn.start_sample, turn.sample_rate)
         duration = _ms(turn.end_sample, turn.sample_rate) - onset
-        lines.append(f"SPEAKER {_field(uri)} 1 {onset} {duration} <NA> <NA> {_field(turn.speaker)} <NA> <NA>\n")
+        lines.append(f"SPEAKER {token} 1 {onset} {duration} <NA> <NA> {_field(turn.speaker)} <NA> <NA>\n")
     return "".join(lines)
 
 
@@ -120,14 +147,16 @@ def read_rttm_lines(path: str | os.PathLike[str], sample_rate: int) -> list[RTTM
 def read_rttm(path: str | os.PathLike[str], sample_rate: int, uri: str | None = None) -> list[SpeakerTurn]:
     """The turns of an RTTM file as :class:`SpeakerTurn` at ``sample_rate``, sorted by start.
 
-    ``uri`` keeps only the lines of that file (an RTTM may describe several);
-    without it the file must name a single uri.
+    ``uri`` keeps only the lines of that file (an RTTM may describe several): the
+    token itself or the real name it was written from (``my film (v2)`` matches
+    ``my_film_(v2)``); without it the file must name a single uri.
     """
     rows = read_rttm_lines(path, sample_rate)
     uris = sorted({r.uri for r in rows})
     if uri is None and len(uris) > 1:
         raise RTTMError(f"{path}: describes several files ({', '.join(uris)}); pass uri= to pick one")
-    kept = [r.turn for r in rows if uri is None or r.uri == uri]
+    wanted = None if uri is None else {uri, rttm_uri(uri)}
+    kept = [r.turn for r in rows if wanted is None or r.uri in wanted]
     kept.sort(key=lambda t: (t.start_sample, t.end_sample, t.speaker))
     return [SpeakerTurn(turn_id(i), t.speaker, t.start_sample, t.end_sample, t.sample_rate) for i, t in enumerate(kept)]
 
