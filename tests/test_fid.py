@@ -25,6 +25,7 @@ from torch import nn
 from torchvision.models.inception import InceptionA, InceptionC, InceptionE
 
 from conftest import shared
+from determinism import deterministic_torch  # noqa: F401  (autouse: one thread, deterministic kernels, seeds)
 from test_train_wav2lip import expert_ckpt  # noqa: F401  (a random expert in the published layout)
 from lipsync.media import FrameReader
 

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from conftest import LIGHT_ASD, shared
+from determinism import deterministic_torch  # noqa: F401  (autouse: one thread, deterministic kernels, seeds)
 
 
 def test_flow_finetunes_on_the_film_then_renders_with_the_tuned_weights(tmp_path):

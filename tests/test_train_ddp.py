@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from prefect_server import free_port
+from determinism import deterministic_torch  # noqa: F401  (autouse: one thread, deterministic kernels, seeds)
 
 
 def test_expert_trains_data_parallel_under_torchrun(built_dataset: Path, tmp_path: Path) -> None:

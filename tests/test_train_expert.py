@@ -30,6 +30,7 @@ from lipsync.train.data import TrainingSet
 from lipsync.train.expert import ExpertSampler, iter_log, sync_accuracy, train_expert
 
 from conftest import shared
+from determinism import deterministic_torch  # noqa: F401  (autouse: one thread, deterministic kernels, seeds)
 
 GRID_CLIPS = ("lwbsza", "id2_vcd_swwp2s", "lbax4n")
 W, H = 360, 288
@@ -153,21 +154,40 @@ def _run_cli(*args: str) -> str:
 
 
 def test_expert_learns_sync_on_the_built_dataset(built_dataset: Path, tmp_path: Path) -> None:
+    """Deterministic (module fixture ``deterministic_torch``: one thread, deterministic kernels, seeds; the batches come
+    from the ``(seed, rank, step)`` stream): the same losses on a quiet machine and on a loaded one."""
     out = tmp_path / "expert"
-    text = _run_cli(str(built_dataset), "--out", str(out), "--steps", "200", "--width", "0.0625", "--batch-size", "32",
-                    "--lr", "1e-3", "--log-every", "1", "--checkpoint-every", "200", "--device", "cpu")
-    losses = [r["loss"] for r in iter_log(out)]
-    assert len(losses) == 200
+    text = _run_cli(str(built_dataset), "--out", str(out), "--steps", "300", "--width", "0.0625", "--batch-size", "32",
+                    "--lr", "1e-3", "--log-every", "1", "--checkpoint-every", "300", "--device", "cpu")
+    records = list(iter_log(out))
+    losses = [r["loss"] for r in records]
+    assert len(losses) == 300
+    # A second run of the same command gives the same losses, bit for bit (its first 10 steps: the batch of a step
+    # depends only on the seed and the step, and the kernels on nothing but their inputs).
+    again = tmp_path / "again"
+    _run_cli(str(built_dataset), "--out", str(again), "--steps", "10", "--width", "0.0625", "--batch-size", "32",
+             "--lr", "1e-3", "--log-every", "1", "--checkpoint-every", "10", "--eval-samples", "0", "--device", "cpu")
+    assert [r["loss"] for r in iter_log(again)] == losses[:10]
     first, last = float(np.mean(losses[:50])), float(np.mean(losses[-50:]))
+    batch_acc = float(np.mean([r["accuracy"] for r in records[-50:]]))
     summary = json.loads((out / "expert.json").read_text())
-    print(f"\nexpert (width 0.0625, batch 32, lr 1e-3): BCE {first:.3f} (steps 1-50) -> {last:.3f} (steps 151-200); "
+    print(f"\nexpert (width 0.0625, batch 32, lr 1e-3): BCE {first:.3f} (steps 1-50) -> {last:.3f} (steps 251-300); "
+          f"batch accuracy (steps 251-300) {batch_acc:.3f}; "
           f"in-sync vs off-sync accuracy train {summary['train_accuracy']:.3f}, val {summary['val_accuracy']:.3f}; "
           f"{summary['steps_per_second']:.1f} steps/s")
     assert "in-sync vs off-sync accuracy: train" in text
-    assert summary["schema"] == "dub-film/training@1" and summary["global_step"] == 200
-    assert first > 0.6 and last < 0.75 * first  # chance is ln 2 = 0.693
-    # 256 balanced pairs of the training clips: chance is 0.5 +- 0.03, measured 0.80-0.95 (200-300 steps, 2 seeds).
-    assert summary["train_accuracy"] >= 0.7
+    assert summary["schema"] == "dub-film/training@1" and summary["global_step"] == 300
+    # Margins: this run is deterministic, but another CPU's kernels (AVX2 / AVX-512, another torch) round otherwise
+    # and follow another trajectory, as another seed does.  Measured here at 300 steps, one thread, seeds 0-6 (seed 0
+    # is this test): BCE of steps 1-50 0.714-0.738 (chance ln 2 = 0.693), last / first 0.31-0.52.
+    assert first > 0.6 and last < 0.75 * first
+    # Accuracy of the training batches of steps 251-300 (1,600 pairs drawn fresh, scored before their step; chance
+    # 0.5 +- 0.013): measured 0.866-0.941 over seeds 0-6.
+    assert batch_acc >= 0.75
+    # 256 balanced pairs of the training clips scored in eval mode (BatchNorm running statistics, which lag a
+    # 300-step run of this narrow net): chance 0.5 +- 0.03, measured 0.848-0.969 for seeds 0-5 and 0.629 for
+    # seed 6 (whose batch accuracy is 0.928).  At 200 steps 3 seeds of 7 were under 0.7: the old bar had no margin.
+    assert summary["train_accuracy"] >= 0.6
     # The saved expert loads strictly (same layout, key names, width recorded in the checkpoint) and scores
     # as the run reported.
     model = load_expert(out / "last.pth")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+from determinism import deterministic_torch  # noqa: F401  (autouse: one thread, deterministic kernels, seeds)
 
 
 def test_train_flow_trains_expert_then_generator_and_resumes(built_dataset: Path, tmp_path: Path) -> None:

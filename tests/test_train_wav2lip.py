@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import shared
+from determinism import deterministic_torch  # noqa: F401  (autouse: one thread, deterministic kernels, seeds)
 from lipsync.media import FrameReader, probe
 
 GRID = ("bbaf2n.mpg", "lwbsza.mpg")
