@@ -15,8 +15,11 @@ from lipsync.faces.facesfile import write_faces
 from lipsync.faces.pipeline import FaceTrackingParams, track_shot_faces
 from lipsync.faces.track import TrackerParams, TrackingResult
 from lipsync.media.probe import MediaInfo
+from lipsync.stagecache import faces_key, film_digest
 
+from .retry import transient
 from .progress import reporter
+from .stages import cached_stage, options_param
 
 
 def _device(name: str) -> str:
@@ -39,8 +42,17 @@ def tracking_params(options: JobOptions) -> FaceTrackingParams:
     )
 
 
-@task(name="faces-shot", task_run_name="faces {shot.id} @ {shot.start_timecode}", cache_policy=NO_CACHE, retries=1)
+def _faces_key(params: dict, memo: Path) -> str:
+    options = params["options"]
+    return faces_key(film_digest(params["film"], memo), params["shot"], options, _device(options.face_device), memo,
+                     tracking_params(options).to_dict())
+
+
+@cached_stage(_faces_key, options_param)
+@task(name="faces-shot", task_run_name="faces {shot.id} @ {shot.start_timecode}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=transient)
 def faces_shot_task(shot: Shot, film: Path, info: MediaInfo, options: JobOptions) -> TrackingResult:
+    """One shot's face tracks (cached on the film's bytes, the shot and the face options: :mod:`lipsync.stagecache`);
+    faces.json is written from them by :func:`write_faces_task`."""
     logger = get_run_logger()
     detector = _detector(options.face_weights, _device(options.face_device), options.face_batch_size, options.face_max_size)
     result = track_shot_faces(
@@ -67,4 +79,5 @@ def write_faces_task(
         tracks=[t for r in results for t in r.tracks],
         dropped=[d for r in results for d in r.dropped_dicts()],
         params={"detector": detector.describe(), **tracking_params(options).to_dict()},
+        quality={tid: q for r in results for tid, q in r.quality.items()},
     )
