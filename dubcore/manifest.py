@@ -81,7 +81,7 @@ class QCThresholdOptions(_Strict):
     lse_c_fail: float = Field(3.0, description="Without a reference, LSE-C below this fails.")
     max_offset_pass: int = Field(1, ge=0, description="Pass needs |offset| of at most this many frames.")
     max_offset_fail: int = Field(3, ge=0, description="|offset| above this many frames fails.")
-    asd_confidence_pass: float = Field(0.1, description="Light-ASD-only verdicts need at least this confidence (Light-ASD logit scale: top-minus-median of the shift curve, 0.05-0.26 on GRID clips; not LSE-C).")
+    asd_confidence_pass: float = Field(0.1, description="Without SyncNet, the weight-free offset estimate (Light-ASD + mouth envelope) may make a track fail/review only with at least this confidence (R^2 of the mouth against the voice level, 0..1: 0.16-0.71 on real talking faces) and its two signals agreeing; it never passes a track.")
 
 
 class QCRetryOptions(_Strict):
@@ -89,7 +89,7 @@ class QCRetryOptions(_Strict):
     parameters; QC picks the better take (verdict first, then sync quality) and the film is re-assembled."""
 
     enabled: bool = Field(False, description="Re-render shots that fail QC once, with the parameters below.")
-    on: tuple[Literal["fail", "review"], ...] = Field(("fail",), description="Verdicts that trigger a second take.")
+    on: tuple[Literal["fail", "review", "unverified"], ...] = Field(("fail",), description="Verdicts that trigger a second take.")
     crop_top: float = Field(0.05, description="Crop padding above the face box, as a fraction of its height.")
     crop_bottom: float = Field(0.2, description="Crop padding below the face box (the chin), as a fraction of its height.")
     feather: float = Field(0.12, gt=0, description="Feather of the blend mask, as a fraction of the crop size.")
@@ -153,8 +153,13 @@ class JobOptions(_Strict):
         "off renders every shot again.")
     cache_dir: str | None = Field(
         None, description="Folder of the render cache; unset: $DUB_CACHE_DIR, else ~/.cache/dub-film.")
-    video_codec: str = Field("libx264", description="Encoder of the delivered picture (libx264, libx265, ffv1, prores_ks).")
-    crf: int | None = Field(8, description="Quality for x264/x265 (lower is better; 8 keeps every frame above 45 dB PSNR).")
+    video_codec: str = Field(
+        "auto", description="Encoder of the delivered picture: 'auto' (or 'source') follows the master's codec family "
+        "(H.264 -> libx264, HEVC -> libx265, ProRes -> prores_ks at its profile, FFV1 -> ffv1; any other codec, or a family "
+        "the container cannot hold, -> libx264); or an explicit encoder: libx264, libx265, ffv1, prores_ks.")
+    crf: int | None = Field(
+        None, ge=0, le=51, description="Quality for x264/x265 (lower is better); unset: 8 for x264, 10 for x265, which keep "
+        "unchanged shots at >= 45 dB PSNR against the master (lipsync.media.frames.DELIVERY_CRF, bench/bench_delivery.py).")
     preset: str | None = Field("medium", description="x264/x265 speed preset.")
     container: Literal["mp4", "mov", "mkv"] = Field("mp4", description="Container of the delivered film.")
     audio_codec: str | None = Field(None, description="Audio codec; default AAC 320k in MP4, 24-bit PCM in MOV/MKV.")
@@ -178,12 +183,26 @@ class JobOptions(_Strict):
     )
     qc_thresholds: QCThresholdOptions = Field(default_factory=QCThresholdOptions, description="QC verdict thresholds.")
     qc_retry: QCRetryOptions = Field(default_factory=QCRetryOptions, description="Second takes of shots that fail QC.")
+    review_casting: bool = Field(
+        False, description="Stop after casting, before anything is rendered, and wait for an operator to approve or edit the "
+        "casting in the Prefect UI (review artifact + casting preview video); the run then renders the casting given.")
+    review_timeout_s: int = Field(
+        86400, ge=1, description="How long a casting review waits for the operator (seconds). Unanswered: the run fails, "
+        "nothing is rendered or published; approve by re-running with `casting:` set or review_casting: false.")
 
     @model_validator(mode="after")
     def _finetune_needs_a_generator(self) -> "JobOptions":
         if self.finetune is not None and not self.lipsync_checkpoint:
             raise ValueError("options.finetune needs options.lipsync_checkpoint: the generator to start from "
                              "(e.g. wav2lip_gan, or a checkpoint of `dub train wav2lip`)")
+        return self
+
+    @model_validator(mode="after")
+    def _review_needs_a_casting(self) -> "JobOptions":
+        if self.review_casting and self.speakers == "off":
+            raise ValueError("options.review_casting needs the speaker stage, but options.speakers is 'off' "
+                             "(every face driven by the whole dialogue: there is no casting to review); "
+                             "set speakers: auto or on, or review_casting: false")
         return self
 
     @property
@@ -193,8 +212,8 @@ class JobOptions(_Strict):
 
     @property
     def runs_speakers(self) -> bool:
-        """Whether the speaker stage runs: 'on', or 'auto' while lip-syncing."""
-        return self.speakers == "on" or (self.speakers == "auto" and bool(self.lipsync_checkpoint))
+        """Whether the speaker stage runs: 'on', or 'auto' while lip-syncing or reviewing the casting."""
+        return self.speakers == "on" or (self.speakers == "auto" and (bool(self.lipsync_checkpoint) or self.review_casting))
 
 
 class Casting(_Strict):
