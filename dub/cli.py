@@ -36,16 +36,61 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+_VERBOSE = False
+
+
+def _where(exc: BaseException) -> str:
+    """``"stage STAGE (INPUT): "`` when the flow said which stage failed on which input."""
+    stage = getattr(exc, "dub_stage", None)
+    if not stage:
+        return ""
+    where = getattr(exc, "dub_input", None)
+    return f"{stage}{f' ({where})' if where else ''}: "
+
+
 @contextmanager
-def _errors() -> Iterator[None]:
-    """Turn the library's clear errors into one red line and a non-zero exit, no traceback."""
+def _errors(catch_all: bool = False) -> Iterator[None]:
+    """Turn the library's clear errors into one red line and a non-zero exit, no traceback (``-v`` shows it).
+
+    With ``catch_all`` any other exception is one line too (its type and message), exit 1."""
     from dubcore.storage import StorageError
     from lipsync.media.errors import MediaError
 
     try:
         yield
     except (MediaError, ManifestError, SchemaError, StorageError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        if _VERBOSE:
+            err.print_exception()
+        _fail(_where(exc) + str(exc).strip())
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if not catch_all or _VERBOSE:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        _fail(f"{_where(exc)}{type(exc).__name__}: {first} (run `dub -v ...` for the traceback)", code=1)
+
+
+class _NoTracebacks(logging.Filter):
+    """Console only, without ``-v``: Prefect's run log (and any traceback) stays in the Prefect log (API),
+    not on the operator's screen, which gets the result or one error line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "prefect" or record.name.startswith("prefect."):
+            return False
+        if record.exc_info:
+            record.exc_info = None
+            record.exc_text = None
+        return "Traceback (most recent call last)" not in record.getMessage()
+
+
+def _quiet_console() -> None:
+    from prefect.logging.handlers import APILogHandler
+
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if not isinstance(handler, APILogHandler) and not any(isinstance(f, _NoTracebacks) for f in handler.filters):
+                handler.addFilter(_NoTracebacks())
 
 
 @contextmanager
@@ -63,7 +108,9 @@ def _bar(description: str) -> Iterator:  # type: ignore[type-arg]
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress and decisions.")) -> None:
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress and decisions; show tracebacks.")) -> None:
+    global _VERBOSE
+    _VERBOSE = verbose
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -95,7 +142,7 @@ def shots(
     threshold: float = typer.Option(27.0, help="ContentDetector threshold."),
 ) -> None:
     """Split a film into shots, frame-accurate, with exact timecodes."""
-    from lipsync.shots import detect_shots, write_edl, write_otio, write_shots
+    from lipsync.shots import detect_shots, write_shot_files
 
     with _errors(), _bar("shots") as (progress, _):
         shot_list = detect_shots(
@@ -105,11 +152,7 @@ def shots(
             detector_options={"content": {"threshold": threshold}},
             progress=progress,
         )
-        write_shots(out, shot_list)
-        if edl:
-            write_edl(edl, shot_list)
-        if otio:
-            write_otio(otio, shot_list)
+        write_shot_files(shot_list, out, edl, otio)  # all three or none
     for shot in shot_list:
         typer.echo(f"{shot.id}  {shot.start_timecode} - {shot.end_timecode}  frames [{shot.frames.start}, {shot.frames.end})")
 
@@ -122,7 +165,7 @@ def run(
     """Run the whole dub-film flow locally on one job."""
     from dubcore.manifest import load_manifest
 
-    with _errors():
+    with _errors(catch_all=True):
         if "://" in manifest and not manifest.startswith("file://"):  # read by the flow, from storage
             out_uri = out if out is None or "://" in out else str(Path(out).resolve())
             result = _run_flow(None, manifest=manifest, output=out_uri)
@@ -142,6 +185,9 @@ def _run_flow(job, **params):  # type: ignore[no-untyped-def]
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.dub_film import dub_film
     from tasks import progress as task_progress
+
+    if not _VERBOSE:
+        _quiet_console()
 
     with _bar("run") as (_, update):
         task_progress.add_sink(update)
@@ -270,11 +316,16 @@ def faces(
             tracks=tracks,
             dropped=[d for r in results for d in r.dropped_dicts()],
             params={"detector": detector.describe(), **params.to_dict()},
+            quality={tid: q for r in results for tid, q in r.quality.items()},
         )
         if render:
             render_tracks(video, tracks, render, info=info)
     for r in results:
-        typer.echo(f"{r.shot_id}: {len(r.tracks)} track(s)" + (f", {len(r.dropped)} dropped" if r.dropped else ""))
+        weak = [t.id for t in r.tracks if not r.castable(t.id)]
+        typer.echo(f"{r.shot_id}: {len(r.tracks)} track(s)" + (f", {len(r.dropped)} dropped" if r.dropped else "")
+                   + (f", {len(weak)} not castable" if weak else ""))
+        for tid in weak:
+            typer.echo(f"  {tid}: {r.quality[tid].reason}")
 
 
 @app.command()
@@ -336,13 +387,17 @@ def lipsync(
     batch_size: Optional[int] = typer.Option(None, min=1, help="Faces per generator batch (default: automatic)."),
     face_weights: str = typer.Option("retinaface_mobilenet0.25", help="Face detector weights, when detecting."),
     workdir: Optional[Path] = typer.Option(None, help="Keep intermediate files here (default: a temporary folder)."),
+    dump: Optional[Path] = typer.Option(
+        None, "--dump",
+        help="Parity dump: write DIR/frame-NNNNNN.npz (face_input, mel, output as the generator saw and gave them) "
+             "per lip-synced frame; one sub-folder per track when several faces are driven."),
 ) -> None:
     """Lip-sync every face of a clip to AUDIO with Wav2Lip; write the clip with that audio."""
     import tempfile
 
     from dubcore.records import ShotList
     from lipsync.faces.facesfile import read_faces
-    from lipsync.inference import LipSyncParams
+    from lipsync.inference import LipSyncParams, NpzDump
     from lipsync.media.assemble import assemble
     from lipsync.media.audio import Stem, mix_stems, to_wav
     from lipsync.media.probe import probe as probe_media
@@ -360,6 +415,8 @@ def lipsync(
             tracks = list(read_faces(faces_file).tracks)
         else:
             tracks = _track_faces(video, shot_list, info, face_weights, store, worker.device)
+        if dump is not None:
+            worker.engine.dump = NpzDump(dump, per_track=len({t.id for t in tracks}) > 1)
         sr = worker.engine.contract.sample_rate
         speech = to_wav(audio, work / "speech16k.wav", sample_rate=sr, channels=1)
         segments = {}
@@ -435,14 +492,12 @@ def match(
 
     from dubcore.manifest import load_manifest
     from lipsync.faces.facesfile import read_faces, write_faces
-    from lipsync.pipeline import preflight
+    from lipsync.pipeline import preflight, shot_settings, track_job_faces
     from lipsync.shots import detect_shots, read_shots, write_shots
     from lipsync.speakers import stage
     from lipsync.speakers.asd import read_asd
-    from lipsync.speakers.plan import CastingError, plan_speakers
+    from lipsync.speakers.plan import CastingError
     from lipsync.speakers.rttm import read_rttm, write_rttm
-
-    import numpy as np
 
     folder = out.resolve().parent
     with _store_errors(), _model_store_env(store), _bar("match") as (progress, _), tempfile.TemporaryDirectory(prefix="dub-match-") as tmp:
@@ -455,15 +510,20 @@ def match(
             _fail(f"{pre.film}: variable frame rate; conform it first (dub run with options.vfr_policy: conform)")
         if shots_file:
             shot_list = read_shots(shots_file)
-        else:
-            shot_list = detect_shots(pre.film, info=pre.info)
+        else:  # the same split as `dub run` with this manifest's options
+            shot_list = detect_shots(pre.film, info=pre.info, **shot_settings(job.options))
             write_shots(folder / "shots.json", shot_list)
         if faces_file:
-            tracks = list(read_faces(faces_file).tracks)
+            faces_data = read_faces(faces_file)
+            tracks = list(faces_data.tracks)
+            quality = dict(getattr(faces_data, "quality", {}) or {})
         else:
-            tracks = _track_faces(pre.film, shot_list, pre.info, job.options.face_weights, store, device)
+            results = track_job_faces(pre.film, shot_list, pre.info, job.options, device, store=store)
+            tracks = [t for r in results for t in r.tracks]
+            quality = {tid: q for r in results for tid, q in getattr(r, "quality", {}).items()}
+            extra = {"quality": quality} if quality else {}
             write_faces(folder / "faces.json", source=str(pre.film), fps=shot_list.fps, frame_count=shot_list.frame_count,
-                        shots=list(shot_list), tracks=tracks)
+                        shots=list(shot_list), tracks=tracks, dropped=[d for r in results for d in r.dropped_dicts()], **extra)
         audio = stage.original_audio(pre.film, tmp)
         if rttm:
             turns = read_rttm(rttm, stage.SAMPLE_RATE)
@@ -478,10 +538,8 @@ def match(
         voices, dub_diarization = stage.dub_voices(job, pre, folder / "voices", progress=progress)
         if dub_diarization is not None:
             write_rttm(folder / "dub.rttm", dub_diarization)
-        scores = {t.track_id: np.asarray(t.scores) for t in asd.tracks}
         try:
-            plan = plan_speakers(list(shot_list), tracks, scores, turns, voices, video.fps, video.frame_count,
-                                 overrides=stage.overrides_of(job))
+            plan = stage.cast_film(list(shot_list), tracks, asd, turns, voices, job, video.fps, video.frame_count, quality)
         except CastingError as exc:
             _fail(f"{manifest}: {exc}")
         plan.write(out)
@@ -494,6 +552,50 @@ def match(
     for note in plan.to_dict()["notes"]:
         err.print(f"note: {note}", highlight=False, soft_wrap=True)
     typer.echo(f"{out}: {len(plan.characters)} speaker(s), {len(plan.off_screen)} off screen, {len(plan.drives)} face(s) to lip-sync")
+
+
+@app.command()
+def preview(
+    manifest: Path = typer.Argument(..., help="Job manifest (YAML or JSON): the film, the dub tracks, casting overrides."),
+    out: Path = typer.Option(..., "--out", "-o", help="The preview to write (MP4); the casting files go beside it, as `dub match` writes them."),
+    speakers_file: Optional[Path] = typer.Option(None, "--speakers", help="speakers.json to show (default: cast now, as `dub match`)."),
+    shots_file: Optional[Path] = typer.Option(None, "--shots", help="shots.json of the film (default: detect shots now)."),
+    faces_file: Optional[Path] = typer.Option(None, "--faces", help="faces.json of the film (default: detect and track now)."),
+    asd_file: Optional[Path] = typer.Option(None, "--asd", help="asd.json of those faces (default: score them now)."),
+    rttm: Optional[Path] = typer.Option(None, "--rttm", help="Diarization of the original, RTTM (default: diarize now)."),
+    max_height: int = typer.Option(360, min=2, help="Lines of the preview (never more than the film's)."),
+    store: Optional[Path] = typer.Option(None, help="Model store folder."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (face detection and active speakers)."),
+) -> None:
+    """The casting preview alone: cast the film (as `dub match`), then draw it on the film at low resolution:
+    each driven face boxed and labelled with its character and voice, tinted where it will be re-voiced."""
+    from dubcore.manifest import load_manifest
+    from dubcore.schema import read_json
+    from lipsync.faces.facesfile import read_faces
+    from lipsync.media.probe import probe as probe_media
+    from lipsync.preview import CastingView, render_preview
+
+    folder = out.resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    if speakers_file is None:
+        speakers_file = folder / "speakers.json"
+        match(manifest=manifest, out=speakers_file, shots_file=shots_file, faces_file=faces_file, asd_file=asd_file,
+              rttm=rttm, store=store, device=device)  # the same casting as `dub match`, its files beside the preview
+        faces_file = faces_file or folder / "faces.json"
+    elif faces_file is None:
+        _fail(f"--speakers {speakers_file}: give --faces too (the faces.json the casting was made on)")
+    with _errors(), _bar("preview") as (progress, _):
+        job = load_manifest(manifest)
+        film = Path(job.film)
+        tracks = list(read_faces(faces_file).tracks)
+        view = CastingView.from_plan_dict(read_json(speakers_file, "speakers"), [t.id for t in tracks])
+        info = probe_media(film)
+        result = render_preview(film, tracks, view, out, info=info, max_height=max_height,
+                                progress=progress)
+    driven = [t for t in view.tracks.values() if t.driven]
+    for t in sorted(view.tracks.values(), key=lambda t: t.track_id):
+        typer.echo(f"{t.track_id}: {t.label}")
+    typer.echo(f"{out}: {result.frames} frames at {result.width}x{result.height}; {len(driven)} of {len(view.tracks)} face(s) driven")
 
 
 @contextmanager
@@ -562,7 +664,7 @@ def qc(
         results = []
         for i, shot in enumerate(shot_list):
             mine = [t for t in tracks if t.shot_id == shot.id]
-            render = {"status": "rendered" if mine else "unchanged", "reason": None if mine else "no face",
+            render = {"status": "measured" if mine else "unchanged", "reason": None if mine else "no face: nothing to measure",
                       "tracks": [{"id": t.id, "synthesized": t.frames.duration, "untouched": {}} for t in mine]}
             results.append(qc_shot(shot, render, mine, {}, reference or video, video, original, {"": voice}, models, v.fps,
                                    source_info=ref_info or info, output_info=info))
@@ -593,20 +695,49 @@ def _track_faces(video, shot_list, info, weights, store, device):  # type: ignor
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), "--out", "-o", help="Output folder of the demo job."),
-    seconds: int = typer.Option(12, min=3, help="Length of the generated sample film."),
+    seconds: int = typer.Option(12, min=3, help="Length of the generated sample film (only without ../shared/data)."),
+    generated: bool = typer.Option(False, "--generated", help="Use the generated 3-shot sample even when ../shared/data is there."),
 ) -> None:
-    """Make a sample film with a dubbed mix (dialogue + M&E) and run the whole flow on it."""
+    """Make a sample job and run the whole flow on it: two real speakers taking turns, dubbed in German
+    (../shared/data), else a generated 3-shot film.  Lip-syncs when wav2lip_gan is in the model store;
+    without it, the run renders the casting preview (preview.mp4) instead of new lips."""
     from dubcore.manifest import write_manifest
+    from lipsync import store as model_store
 
-    from .sample import make_sample_job
+    from .sample import make_demo_job, make_sample_job, shared_data
+
+    def present(name: str) -> bool:
+        return model_store.path_for(model_store.get_entry(name)).is_file()
 
     with _errors():
-        job = make_sample_job(out / "sample", seconds=seconds)
+        data = None if generated else shared_data()
+        if data is not None:
+            missing = [n for n in ("retinaface_mobilenet0.25", "light_asd") if not present(n)]
+            if missing:
+                _fail(f"the demo needs {' and '.join(missing)} in the model store: `dub models pull {' '.join(missing)}` "
+                      "(`make demo` does it)")
+            job = make_demo_job(out / "sample", data)
+            typer.echo(f"sample: {data / 'asd-two-face-composite'} (two GRID speakers taking turns), dubbed in German "
+                       f"(ALICE on the left, BOB on the right) from {data / 'talking-heads' / 'deyu.wav'}")
+        else:
+            job = make_sample_job(out / "sample", seconds=seconds)
+            typer.echo("note: ../shared/data is absent, so the demo runs on a generated 3-shot film with no face and no "
+                       "speech: it shows shots, the dubbed mix and assembly only (no speakers, casting, preview or QC)")
+        lipsync = present("wav2lip_gan")
+        if lipsync:
+            job = job.model_copy(update={"options": job.options.model_copy(update={"lipsync_checkpoint": "wav2lip_gan"})})
         write_manifest(out / "sample" / "manifest.yaml", job)
         job = job.model_copy(update={"output": str((out / "result").resolve())})
         result = _run_flow(job)
     typer.echo(json.dumps(result, indent=2))
     typer.echo(f"manifest: {out / 'sample' / 'manifest.yaml'}\nresult:   {out / 'result'}")
+    if not lipsync:
+        preview = out / "result" / "preview.mp4"
+        typer.echo("lips: NOT re-rendered: the Wav2Lip weights (wav2lip_gan) are not in the model store, so the film "
+                   "carries the dubbed mix over the original picture"
+                   + (f"; {preview} shows the casting instead (each face boxed with the voice that would drive it)"
+                      if preview.exists() else "")
+                   + ". `dub models pull wav2lip_gan` (non-commercial research licence) and run again to lip-sync.")
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -265,23 +265,27 @@ def _clip(name: str, limit: int = _MAX_NAME_BYTES) -> str:
 def local_target(workdir: Path, bucket: str, key: str) -> Path:
     """Where the object ``bucket/key`` is downloaded in ``workdir``: ``WORKDIR/s3/BUCKET/<key>``.
 
-    The key is split on ``/`` and ``\\``; empty, ``.`` and ``..`` components are dropped,
-    characters other than letters, digits and ``._-+=@,`` become ``_``.  When that
-    changed the key, a short hash of the original key is added to the file name so
-    two different keys never share a file.  The resolved path is checked to lie
-    inside ``workdir`` (a symlink in the work folder cannot redirect it either).
+    The key is split on ``/`` and ``\\``; empty, ``.`` and ``..`` components are dropped.
+    Folder components keep letters, digits and ``._-+=@,`` (others become ``_``); the
+    **file name is kept as the studio wrote it** (spaces, quotes, any script), unless it
+    holds control characters or is too long, so reports, EDLs and logs show the real
+    name.  When cleaning changed the key, a folder named after a short hash of the
+    original key is added before the file name, so two different keys never share a
+    file.  The resolved path is checked to lie inside ``workdir`` (a symlink in the
+    work folder cannot redirect it either).
     """
     parts = [p for p in re.split(r"[/\\]", key) if p and p.strip(".")]
-    clean = [_clip(_UNSAFE_CHARS.sub("_", p)) for p in parts]
-    if not clean:
+    if not parts:
         raise StorageError(
             f"{s3_uri(bucket, key)!r}: cannot derive a local file name from key {key!r} (nothing is left once "
             f"'.', '..' and separators are removed); give an object key with a file name"
         )
+    name = parts[-1]
+    if any(ord(c) < 32 or c == "\x7f" for c in name) or len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        name = _clip(_UNSAFE_CHARS.sub("_", name))
+    clean = [_clip(_UNSAFE_CHARS.sub("_", p)) for p in parts[:-1]] + [name]
     if "/".join(clean) != key:
-        stem, dot, ext = clean[-1].rpartition(".")
-        tag = hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
-        clean[-1] = _clip(f"{stem}-{tag}.{ext}" if dot and stem else f"{clean[-1]}-{tag}")
+        clean.insert(len(clean) - 1, "_" + hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:8])
     root = Path(workdir).resolve()
     target = root.joinpath("s3", bucket, *clean)
     resolved = target.resolve()

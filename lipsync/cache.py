@@ -144,6 +144,13 @@ class SegmentCache:
         base = self.root / "segments" / key[:2]
         return base / f"{key}.mkv", base / f"{key}.json"
 
+    def take(self, key: str, dst: str | Path) -> None:
+        """Move the segment stored under ``key`` to ``dst`` and forget the entry (a render not to be reused)."""
+        segment, summary = self._paths(key)
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(segment), str(dst))
+        summary.unlink(missing_ok=True)
+
     def get(self, key: str) -> dict[str, Any] | None:
         """The render summary stored under ``key`` (its ``segment`` is the cached file), or None."""
         segment, summary = self._paths(key)

@@ -9,22 +9,11 @@ from prefect.cache_policies import NO_CACHE
 
 from dubcore.inputs import check_output, fetch_inputs
 from dubcore.manifest import DubJob, load_manifest_uri
-from dubcore.storage import StorageError
 from lipsync.media.audio import MixResult
 from lipsync.media.probe import probe
 from lipsync.pipeline import Preflight, conform_vfr, preflight, prepare_audio, prepare_dialogue
 
-
-def transient(task, run, state) -> bool:  # type: ignore[no-untyped-def]
-    """Retry on storage hiccups (throttling, network), not on a missing object or bad credentials."""
-    try:
-        state.result()
-    except StorageError as exc:
-        text = str(exc).lower()
-        return not any(w in text for w in ("no such", "not found", "does not exist", "404", "403", "access denied", "credentials", "invalid"))
-    except Exception:
-        return False
-    return False
+from .retry import transient
 
 
 @task(name="resolve-job", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient)
@@ -61,7 +50,7 @@ def preflight_task(job: DubJob, workdir: Path) -> Preflight:
     video = pre.info.require_video()
     if video.vfr:  # preflight already refused it unless vfr_policy is 'conform'
         conformed = conform_vfr(pre.film, pre.info, workdir / "film.cfr.mkv")
-        pre = Preflight(conformed, probe(conformed), pre.stems, pre.notes)
+        pre = Preflight(conformed, probe(conformed), pre.stems, pre.notes, source_info=pre.info)
     for note in pre.notes:
         logger.warning(note)
     logger.info(
@@ -71,7 +60,7 @@ def preflight_task(job: DubJob, workdir: Path) -> Preflight:
     return pre
 
 
-@task(name="mix-dub-audio", cache_policy=NO_CACHE, retries=1)
+@task(name="mix-dub-audio", cache_policy=NO_CACHE, retries=1, retry_condition_fn=transient)
 def mix_audio_task(job: DubJob, pre: Preflight, dst: Path, workdir: Path) -> MixResult:
     """Mix the dub's stems (resampled, length-checked) into one WAV as long as the picture."""
     logger = get_run_logger()

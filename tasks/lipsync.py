@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -140,10 +139,15 @@ def lipsync_shots(jobs: list[ShotJob], shots: dict[str, Shot], options: JobOptio
         for job, key, future in futures:
             cached = future.result()
             out = Path(job.out)
-            if Path(cached["segment"]).resolve() != out.resolve():
-                out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(cached["segment"], out)
-            summary = {**cached, "segment": str(out), "cache_key": key}
+            if options.cache:  # one copy of the segment: the cache's (this render's own file is not kept)
+                segment = Path(cached["segment"])
+                if out.exists() and out.resolve() != segment.resolve():
+                    out.unlink()
+            else:  # a render not to be reused: moved out of the cache to the run's working folder
+                segment = out
+                if Path(cached["segment"]).resolve() != out.resolve():
+                    SegmentCache(cache_root).take(key, out)
+            summary = {**cached, "segment": str(segment), "cache_key": key}
             summaries[job.shot_id] = summary
             write_json(shots_dir / job.shot_id / "shot.json", "report", {"shot": shots[job.shot_id].to_dict(), "render": summary})
             logger.info("%s rendered: %s", job.shot_id, {t["id"]: t["synthesized"] for t in summary.get("tracks", [])})

@@ -21,6 +21,7 @@ from dubcore.records import FaceTrack, Shot
 from lipsync.qc.report import RANK, VERDICTS, QCReport, QCThresholds, ShotQC, write_qc_report
 from lipsync.qc.shots import AudioSource, QCModels, qc_shot
 
+from .retry import transient
 from .faces import _device
 
 TABLE_KEY = "dub-film-qc"
@@ -55,7 +56,7 @@ def start_progress(total: int) -> Any:
     return create_progress_artifact(0.0, key=PROGRESS_KEY, description=f"QC of {total} shot(s)")
 
 
-@task(name="qc-shot", task_run_name="qc {shot.id} @ {shot.start_timecode}", cache_policy=NO_CACHE, retries=1)
+@task(name="qc-shot", task_run_name="qc {shot.id} @ {shot.start_timecode}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=transient)
 def qc_shot_task(
     shot: Shot,
     render: Mapping[str, Any],

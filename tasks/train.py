@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lipsync import store as model_store
 
+from .retry import transient
 from .progress import reporter
 
 
@@ -28,7 +29,7 @@ def _echo_every(logger, name: str, total: int):  # type: ignore[no-untyped-def]
     return log
 
 
-@task(name="train-dataset", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30)
+@task(name="train-dataset", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30, retry_condition_fn=transient)
 def dataset_task(films: Sequence[str], out: Path, names: dict[str, dict[str, Any]] | None, val_films: Sequence[str],
                  val_fraction: float, device: str) -> Path:
     """Cut the films into talking-face clips (`dub train dataset`); an existing complete set is reused."""

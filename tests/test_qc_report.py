@@ -105,6 +105,7 @@ def test_dub_qc_writes_json_csv_and_html(three_speakers):
         assert len(track["lse"]["framewise_conf"]) == 75 - 5  # syncnet_python: min_length - 5
         assert len(track["asd"]["curve"]) == 31
         assert track["verdict"] in ("pass", "review", "fail") and shot["verdict"] == track["verdict"]
+        assert shot["status"] == "measured"  # what `dub qc` did: it measured the clip as given, rendered nothing
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert [r["shot"] for r in rows] == ["shot-0001", "shot-0002", "shot-0003"]
     assert all(float(r["lse_d"]) >= 0 and r["asd_offset"] != "" for r in rows)

@@ -200,7 +200,7 @@ class RetinaFaceDetector(FaceDetector):
         return {
             "name": self.name,
             "weights": self.entry.name,
-            "weights_file": os.fspath(self.weights_path),
+            "weights_file": os.path.basename(self.weights_path),  # the store entry names it; no local path
             "device": str(self.device),
             "batch_size": self.batch_size,
             "max_size": self.max_size,

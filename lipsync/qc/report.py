@@ -140,6 +140,9 @@ class ShotQC:
         return d
 
 
+#: Shot statuses whose faces are measured: re-rendered by the flow, or handed to ``dub qc`` as they are.
+MEASURED = ("rendered", "measured")
+
 def _worst(verdicts: Iterable[str]) -> str:
     vs = list(verdicts)
     for v in VERDICTS:
@@ -197,7 +200,7 @@ def verdict(lse: Mapping[str, Any] | None, reference: Mapping[str, Any] | None, 
 
 def shot_verdict(status: str, tracks: Sequence[TrackQC], casting: Sequence[Mapping[str, Any]] = ()) -> str:
     """The worst of the shot's track verdicts (an unchanged shot: pass), made at least *review* by a casting issue."""
-    v = "pass" if status != "rendered" or not tracks else _worst(t.verdict for t in tracks)
+    v = "pass" if status not in MEASURED or not tracks else _worst(t.verdict for t in tracks)
     if any(c.get("issue") for c in casting):
         v = at_least_review(v)
     return v

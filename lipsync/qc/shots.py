@@ -27,7 +27,7 @@ import numpy as np
 from dubcore.records import FaceTrack, Shot
 from dubcore.timebase import FrameRange, frame_to_sample
 
-from .report import RANK, QCThresholds, ShotQC, TrackQC, shot_verdict, thumbnail, verdict
+from .report import MEASURED, RANK, QCThresholds, ShotQC, TrackQC, shot_verdict, thumbnail, verdict
 
 SAMPLE_RATE = 16000
 
@@ -152,7 +152,7 @@ def qc_shot(
     by_id = {t.id: t for t in tracks}
     status = str(render.get("status", "unchanged"))
     results: list[TrackQC] = []
-    if status == "rendered":
+    if status in MEASURED:
         for entry in render.get("tracks", []):
             track = by_id.get(entry["id"])
             if track is None:
