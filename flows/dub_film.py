@@ -341,13 +341,12 @@ def retry_stage(job: DubJob, pre, shots, faces, renders, report, shot_jobs, voic
                                                                  "params": {"crop_top": r.crop_top, "crop_bottom": r.crop_bottom,
                                                                             "feather": r.feather}}],
                 "kept": 2 if better else 1}
-        if better:
-            final = Path(by_shot[sid].out)
-            segment.replace(final)
-            renders[sid] = {**take, "segment": str(final), "retry": note}
+        if better:  # the kept take's segment stays where it is (the render cache's copy, or the working folder)
+            renders[sid] = {**take, "retry": note}
             kept[sid] = dataclasses.replace(measured, thumbnails=s.thumbnails | {"after": measured.thumbnails.get("after", "")})
         else:
-            segment.unlink(missing_ok=True)
+            if not job.options.cache:  # a working file; a cached take stays in the cache
+                segment.unlink(missing_ok=True)
             renders[sid] = {**renders[sid], "retry": note}
         write_json(root / "shots" / sid / "shot.json", "report", {"shot": shot_of[sid].to_dict(), "render": renders[sid]})
     from lipsync.qc.report import QCReport

@@ -34,6 +34,14 @@ def shared(*parts: str) -> Path:
     return path
 
 
+def cached_segment(render: dict, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The rendered segment of a shot, from its report entry (``cache_key``): the render cache holds
+    the one copy (OUT holds no per-shot segments)."""
+    key = render["cache_key"]
+    root = Path(cache_dir or os.environ["DUB_CACHE_DIR"])
+    return root / "segments" / key[:2] / f"{key}.mkv"
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

@@ -47,3 +47,14 @@ def deterministic(seed: int = SEED, threads: int = THREADS) -> Iterator[None]:
 def deterministic_torch() -> Iterator[None]:
     with deterministic():
         yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for the module's models (what a studio's CPU worker runs), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

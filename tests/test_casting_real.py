@@ -22,6 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import LIGHT_ASD, MOBILENET, shared
+from determinism import one_torch_thread  # noqa: F401  (autouse: one torch thread)
 from dub.cli import app
 
 runner = CliRunner()
@@ -31,14 +32,6 @@ SPF = SR // FPS
 CLIPS = {"WDA_AlexandriaOcasioCortez_000.mp4": "deyu.wav", "WDA_KatieHill_000.mp4": "fayu.wav"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -142,3 +142,34 @@ def test_vfr_footage_is_detected_with_its_true_duration(tmp_path):
         conform_vfr(dropped, longer, tmp_path / "short.mkv")
     assert not (tmp_path / "short.mkv").exists()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+@pytest.mark.slow
+def test_a_conformed_vfr_film_is_reported_honestly(tmp_path):
+    """`dub run` with vfr_policy: conform on phone footage with dropped frames: report.json keeps the source's probe
+    and frame count, says what was conformed, and does not claim the delivered frame count matches the source's."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from dub.cli import app
+
+    film = tmp_path / "phone clip.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=30:d=3", "-f", "lavfi", "-i", "sine=d=3",
+            "-vf", r"select='not(between(mod(n\,10)\,3\,5))'", "-fps_mode", "vfr", "-c:v", "libx264",
+            "-preset", "veryfast", "-c:a", "aac", "-shortest", film)
+    source = probe(film).require_video()
+    assert source.vfr and source.frame_count == 63  # 90 frames, 27 dropped
+    _ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=3", "-ar", "48000", tmp_path / "dub.wav")
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"schema": "dub-film/manifest@1", "film": film.name, "dub": {"dialogue": "dub.wav"},
+                                   "options": {"vfr_policy": "conform", "audio_length_policy": "pad"}}))
+    res = CliRunner().invoke(app, ["run", str(job), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    out = report["output"]
+    assert report["film"]["probe"]["video"]["frame_count"] == 63 and report["film"]["probe"]["video"]["vfr"] is True
+    assert report["film"]["conformed"]["frame_count"] == out["frame_count"] == 90
+    assert out["source_frame_count"] == 63 and out["frame_count_matches_source"] is False
+    assert "90 frames" in out["frame_count_note"] and "63" in out["frame_count_note"]

@@ -15,20 +15,11 @@ from lipsync.media.audio import load_audio
 from lipsync.speakers.diarize import Diarization, diarize
 
 from conftest import shared
+from determinism import one_torch_thread  # noqa: F401  (autouse: one torch thread)
 
 RATE = 16000
 TALKING_HEADS = ["WDA_AlexandriaOcasioCortez_000.mp4", "WDA_KatieHill_000.mp4", "deyu.wav", "fayu.wav", "japanese.wav"]
 GRID = ["bbaf2n", "brbk7n", "id2_vcd_swwp2s", "lbax4n", "lbbc2a", "lwbsza", "pwij3p", "sbia1a"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

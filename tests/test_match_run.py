@@ -11,19 +11,12 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import LIGHT_ASD, MOBILENET, shared
+from determinism import one_torch_thread  # noqa: F401  (autouse: one torch thread)
 from dub.cli import app
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,13 @@ and delivers the same film, byte for byte, as a run that was never interrupted."
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import shared
+from conftest import cached_segment, shared
 
 
 def _film_of_three_face_shots(dst: Path) -> Path:
@@ -115,8 +116,11 @@ def test_interrupted_run_resumes_without_rendering_finished_shots(resume_job, tm
     assert counted["n"] == 3
     film = "film.dubbed.mp4"
     assert _sha(tmp_path / "out" / film) == _sha(tmp_path / "clean" / film)
-    for shot in ("shot-0001", "shot-0002", "shot-0003"):
-        assert _sha(tmp_path / "out" / "shots" / shot / "segment.mkv") == _sha(tmp_path / "clean" / "shots" / shot / "segment.mkv")
+    resumed = json.loads((tmp_path / "out" / "report.json").read_text())["shots"]
+    fresh = json.loads((tmp_path / "clean" / "report.json").read_text())["shots"]
+    for a, b in zip(resumed, fresh):  # each shot's one copy is in its render cache, under the same content key
+        assert a["cache_key"] == b["cache_key"] and not (tmp_path / "out" / "shots" / a["id"] / "segment.mkv").exists()
+        assert _sha(cached_segment(a, cache)) == _sha(cached_segment(b, tmp_path / "cache-clean"))
 
     # 4. a third run of the same job renders nothing
     counted["n"] = 0

@@ -13,7 +13,7 @@ import soundfile as sf
 import yaml
 from typer.testing import CliRunner
 
-from conftest import psnr
+from conftest import cached_segment, psnr
 from dub.cli import app
 from dubcore.timebase import samples_for_frames
 from lipsync.media import FrameReader, probe
@@ -191,4 +191,5 @@ def test_dub_run_with_lipsync_renders_shots_with_faces(tmp_path):
     assert shots[1]["status"] == "unchanged" and "no face" in shots[1]["reason"]
     assert report["summary"]["rendered"] == 1
     assert probe(out / "film.dubbed.mp4").require_video().frame_count == 115
-    assert (out / "shots" / "shot-0001" / "segment.mkv").exists()
+    assert not (out / "shots" / "shot-0001" / "segment.mkv").exists()  # OUT: deliverables and reports only
+    assert cached_segment(shots[0]).exists()  # the one copy of the segment, in the render cache
