@@ -25,6 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
+from lipsync.qc.seam import border_step  # noqa: E402
+
 
 def old_blend_mask(height: int, width: int, params) -> np.ndarray:  # type: ignore[no-untyped-def]
     """dub-film's mask before issue 15: a blurred rectangle down to 0.97 of the crop, edges forced to 0."""
@@ -39,24 +41,6 @@ def old_blend_mask(height: int, width: int, params) -> np.ndarray:  # type: igno
     mask[0, :] = mask[-1, :] = 0.0
     mask[:, 0] = mask[:, -1] = 0.0
     return mask[:, :, None]
-
-
-def border_step(src_y: np.ndarray, out_y: np.ndarray, box, mask: np.ndarray) -> int:  # type: ignore[no-untyped-def]
-    x1, y1, x2, y2 = box
-    H, W = src_y.shape
-    a0, b0, a1, b1 = max(0, y1 - 1), max(0, x1 - 1), min(H, y2 + 1), min(W, x2 + 1)
-    diff = out_y[a0:a1, b0:b1].astype(np.int32) - src_y[a0:a1, b0:b1].astype(np.int32)
-    support = np.zeros(diff.shape, bool)
-    support[y1 - a0 : y2 - a0, x1 - b0 : x2 - b0] = mask > 0
-    worst = 0
-    for axis in (0, 1):
-        n = diff.shape[axis]
-        lo, hi = [slice(None)] * 2, [slice(None)] * 2
-        lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
-        cross = support[tuple(lo)] != support[tuple(hi)]
-        if cross.any():
-            worst = max(worst, int(np.abs(diff[tuple(lo)] - diff[tuple(hi)])[cross].max()))
-    return worst
 
 
 def main() -> None:

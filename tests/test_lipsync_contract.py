@@ -27,6 +27,7 @@ from dubcore.records import FaceObservation, FaceTrack, ShotList
 from dubcore.timebase import FrameRange
 from lipsync.inference import BlendParams, CropParams, LipSyncEngine, LipSyncParams, NpzDump, TrackDrive, blend_mask, crop_box
 from lipsync.media import FrameReader, probe
+from lipsync.qc.seam import border_step as _border_step
 from lipsync.media.audio import load_audio
 from lipsync.media.synth import make_moving_face
 from lipsync.models.wav2lip import Wav2Lip, load_wav2lip
@@ -218,25 +219,6 @@ def test_blend_mask_reaches_zero_inside_the_crop_on_every_side():
         slope = 1.5 / max(1.0, p.feather * max(h, w))
         assert np.abs(np.diff(m2, axis=0)).max() <= slope + 1e-6 and np.abs(np.diff(m2, axis=1)).max() <= slope + 1e-6
         assert blend_mask(h, w, p) is m  # computed once per crop size
-
-
-def _border_step(src_y: np.ndarray, out_y: np.ndarray, box: tuple[int, int, int, int], mask: np.ndarray) -> int:
-    """Largest jump of (output - source) between neighbours across the mask's border (one side weight 0)."""
-    x1, y1, x2, y2 = box
-    H, W = src_y.shape
-    a0, b0, a1, b1 = max(0, y1 - 1), max(0, x1 - 1), min(H, y2 + 1), min(W, x2 + 1)
-    diff = out_y[a0:a1, b0:b1].astype(np.int32) - src_y[a0:a1, b0:b1].astype(np.int32)
-    support = np.zeros(diff.shape, bool)
-    support[y1 - a0 : y2 - a0, x1 - b0 : x2 - b0] = mask > 0
-    worst = 0
-    for axis in (0, 1):
-        n = diff.shape[axis]
-        lo, hi = [slice(None)] * 2, [slice(None)] * 2
-        lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
-        cross = support[tuple(lo)] != support[tuple(hi)]
-        if cross.any():
-            worst = max(worst, int(np.abs(diff[tuple(lo)] - diff[tuple(hi)])[cross].max()))
-    return worst
 
 
 def test_no_seam_on_a_real_talking_head(tmp_path, checkpoint, face_detector):
