@@ -120,3 +120,17 @@ def built_dataset(tmp_path_factory: pytest.TempPathFactory, model_store) -> Path
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random Wav2Lip weights (seed 0), saved as the published files are: {"state_dict": {"module.<key>": ...}}."""
+    import torch
+
+    from lipsync.models.wav2lip import Wav2Lip
+
+    torch.manual_seed(0)
+    model = Wav2Lip()
+    path = tmp_path_factory.mktemp("w2l") / "wav2lip_random.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "global_step": 0}, path)
+    return path

@@ -6,7 +6,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from conftest import psnr, shared
@@ -21,16 +20,6 @@ from lipsync.media.synth import make_moving_face
 from lipsync.models.wav2lip import Wav2Lip, load_wav2lip
 
 ASTRONAUT_FACE = (179.0, 55.0, 270.0, 178.0)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """Random weights (seed 0), saved as the published files are: {"state_dict": {"module.<key>": ...}}."""
-    torch.manual_seed(0)
-    model = Wav2Lip()
-    path = tmp_path_factory.mktemp("w2l") / "wav2lip_random.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "global_step": 0}, path)
-    return path
 
 
 def _faces(video: Path, out: Path, store: Path) -> Path:

@@ -38,16 +38,6 @@ FRAMES = 6  # a generator pass costs ~0.6 s on one CPU thread
 
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """Random weights (seed 0) in the published format: {"state_dict": {"module.<key>": ...}}."""
-    torch.manual_seed(0)
-    model = Wav2Lip()
-    path = tmp_path_factory.mktemp("w2l") / "wav2lip_random.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "global_step": 0}, path)
-    return path
-
-
 # --------------------------------------------------------------------------- the reference, written out
 
 
