@@ -18,7 +18,14 @@ from typing import Callable
 
 
 class StorageError(RuntimeError):
-    pass
+    """A storage operation failed.  Not worth trying again unless it is a :class:`TransientStorageError`."""
+
+
+class TransientStorageError(StorageError):
+    """A storage failure that may heal, so trying again may succeed: throttling, a dropped
+    connection, a server error, a download corrupted in transit.  Backends raise subclasses
+    (:class:`dubcore.s3.S3Transient`); retry policies test for this class, not for words
+    in the message."""
 
 
 class Staging(ABC):

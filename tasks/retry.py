@@ -5,7 +5,9 @@ wrong length, a manifest or casting that names what does not exist, missing or
 corrupt weights, an RTTM that does not parse -- fails the same way every time, so
 it fails **once**, with its message, and the run stops.  Transient failures are
 tried again: a worker lost or out of memory (the engine already halves its batch),
-storage throttling or a dropped connection, other operating-system hiccups.
+storage throttling or a dropped connection, other operating-system hiccups.  Storage
+errors are told apart by their type (a :class:`dubcore.storage.TransientStorageError`,
+e.g. :class:`dubcore.s3.S3Throttled`, heals), never by the words of their message.
 
 Every task with ``retries`` uses :func:`transient` as its ``retry_condition_fn``.
 """
@@ -23,7 +25,7 @@ DETERMINISTIC_NAMES = (
 
 def is_transient(exc: BaseException) -> bool:
     """True when trying again may succeed (see the module docstring)."""
-    from dubcore.storage import StorageError
+    from dubcore.storage import StorageError, TransientStorageError
     from lipsync.distributed import ShotJobError
     from lipsync.faces.retinaface import DetectorOutOfMemoryError
     from lipsync.inference import LipSyncOutOfMemoryError
@@ -32,10 +34,8 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, ShotJobError):
         return "worker lost" in str(exc) or isinstance(exc.__cause__, LipSyncOutOfMemoryError)
-    if isinstance(exc, StorageError):  # a missing object or refused credentials will not heal
-        text = str(exc).lower()
-        return not any(w in text for w in ("no such", "not found", "does not exist", "404", "403", "access denied",
-                                            "credentials", "invalid"))
+    if isinstance(exc, StorageError):  # throttling or a dropped connection heals; a missing object does not
+        return isinstance(exc, TransientStorageError)
     if any(k.__name__ in DETERMINISTIC_NAMES for k in type(exc).__mro__):
         return False
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
