@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dubcore.manifest import JobOptions
 from dubcore.records import Shot, ShotList
+from lipsync.device import resolve_device
 from lipsync.faces.detect import FaceDetector, build_detector
 from lipsync.faces.facesfile import write_faces
 from lipsync.faces.pipeline import FaceTrackingParams, track_shot_faces
@@ -23,11 +24,8 @@ from .stages import cached_stage, options_param
 
 
 def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """The device of a ``*_device`` option (:func:`lipsync.device.resolve_device`; kept for this name's importers)."""
+    return resolve_device(name)
 
 
 @lru_cache(maxsize=2)

@@ -65,6 +65,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lipsync.audio.mel import mel_windows
+from lipsync.device import resolve_device
 from lipsync.models.expert import ExpertContract, SyncNetColor, expert_state_dict
 from lipsync.train.data import ClipInfo, TrainingSet
 
@@ -319,10 +320,11 @@ def train_expert(
 ) -> ExpertTrainResult:
     """Train :class:`SyncNetColor` for ``steps`` optimiser steps in total (see the module text).
 
-    ``dataset``: a :class:`TrainingSet` or its folder.  ``device`` None: CUDA when
-    available.  ``log`` is called with every log record (one per ``log_every``
-    steps, the same dict written to ``train_log.jsonl``: ``step``, ``loss``,
-    ``accuracy``, ``epoch``, ``lr``, ``elapsed_s``) and once more with the final
+    ``dataset``: a :class:`TrainingSet` or its folder.  ``device`` None or ``"auto"``:
+    CUDA when available (:func:`lipsync.device.resolve_device`).  ``log`` is called
+    with every log record (one per ``log_every`` steps, the same dict written to
+    ``train_log.jsonl``: ``step``, ``loss``, ``accuracy``, ``epoch``, ``lr``,
+    ``elapsed_s``) and once more with the final
     ``{"event": "done", ...}``.  ``init``: start a fresh run from these weights (e.g. the
     published ``lipsync_expert.pth``) instead of a random initialisation; ignored
     when resuming.  ``eval_samples`` balanced samples per split are classified at
@@ -332,7 +334,7 @@ def train_expert(
     t0 = time.perf_counter()
     ds = dataset if isinstance(dataset, TrainingSet) else TrainingSet(dataset)
     out = Path(out_dir)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     rank, world, device, created = _dist_setup(device)
     amp_on, _, use_scaler = _amp_settings(device, amp)
     try:

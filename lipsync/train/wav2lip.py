@@ -3,19 +3,9 @@
 The recipe of Prajwal et al. (ACM MM 2020), written for dub-film against our
 training-set format (:mod:`lipsync.train.data`):
 
-**Samples.**  Pick a clip (uniformly among the usable clips of the split, as the
-reference picks a video), a window of ``T = 5`` consecutive frames (the target)
-and a second window of 5 frames starting elsewhere in the same clip (the
-reference, "wrong" window).  Per target frame ``i`` the generator reads
-``(6, 96, 96)``: the target crop with rows ``48:`` zeroed, then the reference
-crop (BGR, ``[0, 1]``, :attr:`lipsync.models.wav2lip.Wav2Lip.contract`), and the
-mel window of frame ``i``: 16 columns from :func:`lipsync.audio.mel.mel_window_start`
-(the same window our inference engine feeds, so training and inference agree;
-the reference's training script reads the window of frame ``i - 2`` while its
-inference reads frame ``i``: ``mel_offset=-2`` reproduces its training).  The
-expert reads the window of the first target frame.  Only targets whose 5 windows
-lie inside the clip's real audio are drawn (no silence padding in training).
-The sample of step ``s`` is drawn from ``numpy.random.default_rng([seed, rank, s])``,
+**Samples** (:class:`lipsync.train.generator_sampler.GeneratorSampler`): a target
+window of ``T = 5`` frames, its lower halves masked, a reference window from the same
+clip and the mel windows; step ``s`` draws from ``numpy.random.default_rng([seed, rank, s])``,
 so a resumed run draws exactly what an uninterrupted one would.
 
 **Losses.**  ``l1 = |G(x) - target|`` over the whole crop; ``sync = BCE(cos(a, v), 1)``
@@ -104,8 +94,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lipsync.audio.mel import mel_window_start, mel_windows
-from lipsync.train.data import ClipInfo, TrainingSet
+from lipsync.device import resolve_device
+from lipsync.train.data import TrainingSet
+from lipsync.train.generator_sampler import GeneratorSampler
 
 _logger = logging.getLogger(__name__)
 
@@ -116,73 +107,6 @@ DISC_LAST = "disc_last.pth"
 LOG_FILE = "train_log.jsonl"
 
 LogFn = Callable[[dict[str, Any]], None]
-
-
-# --------------------------------------------------------------------------- samples
-
-
-class GeneratorSampler:
-    """Draws the generator's training samples from a :class:`TrainingSet` (see the module doc)."""
-
-    def __init__(self, dataset: TrainingSet, *, frames: int = 5, mel_offset: int = 0) -> None:
-        from lipsync.models.wav2lip import Wav2Lip
-
-        self.dataset = dataset
-        self.contract = Wav2Lip.contract
-        self.frames = int(frames)
-        self.mel_offset = int(mel_offset)
-        if dataset.face_size != self.contract.face_size:
-            raise ValueError(f"{dataset.root}: face_size {dataset.face_size}, the generator needs {self.contract.face_size}")
-        if dataset.sample_rate != self.contract.sample_rate:
-            raise ValueError(f"{dataset.root}: {dataset.sample_rate} Hz audio, the generator needs {self.contract.sample_rate}")
-        self.clips: list[tuple[ClipInfo, int]] = []  # (clip, number of valid target starts)
-        for clip in dataset.clips:
-            starts = self._valid_starts(clip)
-            # A reference window must be able to start elsewhere: at least two window positions.
-            if starts > 0 and clip.frames - self.frames + 1 >= 2:
-                self.clips.append((clip, starts))
-        if not self.clips:
-            raise ValueError(
-                f"{dataset.root}: no clip long enough to train on ({len(dataset.clips)} clips; each needs at least "
-                f"{self.frames + 1} frames with audio under the last window)"
-            )
-
-    def _valid_starts(self, clip: ClipInfo) -> int:
-        """How many target windows ``[s, s + T)``, ``s >= max(0, -mel_offset)``, have all mel windows inside the audio."""
-        cols = self.dataset.mel(clip).shape[1]
-        lo, n = max(0, -self.mel_offset), 0
-        for s in range(lo, clip.frames - self.frames + 1):  # the last window's start grows with s: stop at the first miss
-            if mel_window_start(s + self.frames - 1 + self.mel_offset, self.dataset.fps) + self.contract.mel_step > cols:
-                break
-            n += 1
-        return n
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(x (T,6,S,S), indiv_mels (T,1,80,16), mel (1,80,16), y (T,3,S,S))`` float32."""
-        clip, n_starts = self.clips[int(rng.integers(len(self.clips)))]
-        lo = max(0, -self.mel_offset)
-        start = lo + int(rng.integers(n_starts))
-        positions = clip.frames - self.frames + 1
-        wrong = int(rng.integers(positions - 1))
-        wrong += wrong >= start  # any other start
-        faces = self.dataset.faces(clip)
-        target = np.asarray(faces[start : start + self.frames], dtype=np.float32) / 255.0  # (T,S,S,3)
-        ref = np.asarray(faces[wrong : wrong + self.frames], dtype=np.float32) / 255.0
-        y = target.transpose(0, 3, 1, 2)  # (T,3,S,S)
-        masked = y.copy()
-        masked[:, :, self.contract.mask_row :] = 0.0
-        x = np.concatenate([masked, ref.transpose(0, 3, 1, 2)], axis=1)
-        mel = self.dataset.mel(clip)
-        indiv = mel_windows(mel, self.frames, self.dataset.fps, self.contract, start_frame=start + self.mel_offset)
-        expert = mel_windows(mel, 1, self.dataset.fps, self.contract, start_frame=start)[0]
-        return np.ascontiguousarray(x), indiv, expert, np.ascontiguousarray(y)
-
-    def batch(self, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, ...]:
-        parts = [self.sample(rng) for _ in range(size)]
-        return tuple(torch.from_numpy(np.stack([p[k] for p in parts])) for k in range(4))
 
 
 # --------------------------------------------------------------------------- config / result
@@ -275,20 +199,330 @@ def sync_loss(expert: nn.Module, mel: torch.Tensor, generated: torch.Tensor) -> 
     return _bce(cos.unsqueeze(1), 1.0)
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _write_log(path: Path | None, record: dict[str, Any]) -> None:
-    if path is None:
-        return
+def _write_log(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
 
 
+# --------------------------------------------------------------------------- a run's parts
+
+
+@dataclass
+class _Run:
+    """What a run fixes at its start: settings, device, rank and folder; :meth:`emit` is its log (rank 0 only)."""
+
+    cfg: TrainConfig
+    dev: torch.device
+    rank: int
+    out: Path
+    log: LogFn | None = None
+    keep_checkpoints: int | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def emit(self, record: dict[str, Any]) -> None:
+        """Rank 0: one line of ``train_log.jsonl``, then the ``log`` callback."""
+        if not self.is_main:
+            return
+        _write_log(self.out / LOG_FILE, record)
+        if self.log is not None:
+            self.log(record)
+
+    def barrier(self) -> None:
+        if self.cfg.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+@dataclass
+class _Nets:
+    """A run's networks, optimisers and AMP scalers (``disc*`` None without the GAN).
+
+    ``gen_train`` / ``disc_train`` are what the training step calls: the DDP
+    wrappers under torchrun, else the networks themselves (:func:`_wrap_ddp`).
+    """
+
+    expert: nn.Module
+    generator: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    disc: nn.Module | None = None
+    disc_opt: torch.optim.Optimizer | None = None
+    disc_scaler: torch.amp.GradScaler | None = None
+    gen_train: nn.Module | None = None
+    disc_train: nn.Module | None = None
+
+
+def _check_settings(steps: int, batch_size: int, checkpoint_every: int, evaluate_every: int | None, syncnet_wt: float,
+                    disc_wt: float, gan: bool) -> float:
+    """Refuse bad settings; returns the discriminator's loss weight (0 without the GAN)."""
+    if steps < 0 or batch_size < 1 or checkpoint_every < 1:
+        raise ValueError("steps must be >= 0, batch_size and checkpoint_every >= 1")
+    if evaluate_every is not None and evaluate_every < 1:
+        raise ValueError(f"evaluate_every must be >= 1 (or None: once per epoch), got {evaluate_every}")
+    if not gan:
+        disc_wt = 0.0
+    if syncnet_wt < 0 or disc_wt < 0 or syncnet_wt + disc_wt > 1:
+        raise ValueError(f"need 0 <= syncnet_wt, disc_wt and syncnet_wt + disc_wt <= 1, got {syncnet_wt}, {disc_wt}")
+    return disc_wt
+
+
+def _join_group(device: str | torch.device | None, world: int) -> tuple[torch.device, bool]:
+    """The run's device (``cuda:LOCAL_RANK`` under torchrun) and whether this call created the process group."""
+    dev = torch.device(resolve_device(None if device is None else str(device)))
+    own_group = False
+    if world > 1:
+        import torch.distributed as dist
+
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+            own_group = True
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return dev, own_group
+
+
+def _build_nets(cfg: TrainConfig, dev: torch.device, expert_checkpoint: str | os.PathLike[str]) -> _Nets:
+    """Seed torch, load the frozen expert, build the generator (and the discriminator) with their optimisers."""
+    from lipsync.models.expert import load_expert
+    from lipsync.models.wav2lip import Wav2Lip
+
+    torch.manual_seed(cfg.seed)
+    expert = load_expert(expert_checkpoint, dev).eval().requires_grad_(False)
+    generator = Wav2Lip().to(dev)
+    betas = (0.5, 0.999) if cfg.gan else (0.9, 0.999)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
+    nets = _Nets(expert, generator, optimizer, torch.amp.GradScaler("cuda", enabled=cfg.amp))
+    if cfg.gan:
+        from lipsync.models.wav2lip_disc import Wav2LipDiscQual
+
+        nets.disc = Wav2LipDiscQual().to(dev)
+        nets.disc_opt = torch.optim.Adam(nets.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
+        nets.disc_scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
+    return nets
+
+
+def _load_init_disc(disc: nn.Module, path: str | os.PathLike[str]) -> None:
+    from lipsync.models.wav2lip_disc import disc_state_dict
+
+    disc.load_state_dict(disc_state_dict(torch.load(path, map_location="cpu", weights_only=True)))
+
+
+def _load_last(nets: _Nets, cfg: TrainConfig, last: Path) -> tuple[int, int]:
+    """Generator, optimizer, scaler and torch RNG from ``last.pth``; its ``(global_step, global_epoch)``."""
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    nets.generator.load_state_dict(_strip_module(ckpt["state_dict"]), strict=True)
+    nets.optimizer.load_state_dict(ckpt["optimizer"])
+    training = ckpt.get("training") or {}
+    if training.get("scaler") and cfg.amp:
+        nets.scaler.load_state_dict(training["scaler"])
+    if "torch_rng" in training:
+        torch.set_rng_state(training["torch_rng"])
+    return int(ckpt["global_step"]), int(ckpt.get("global_epoch", 0))
+
+
+def _load_disc_last(nets: _Nets, cfg: TrainConfig, out: Path, step: int,
+                    init_disc_checkpoint: str | os.PathLike[str] | None) -> None:
+    """The discriminator of a resumed GAN run: ``disc_last.pth``, else ``init_disc_checkpoint`` (if any)."""
+    from lipsync.models.wav2lip_disc import disc_state_dict
+
+    dlast = out / DISC_LAST
+    if not dlast.exists():
+        if init_disc_checkpoint is not None:
+            _load_init_disc(nets.disc, init_disc_checkpoint)
+        return
+    dck = torch.load(dlast, map_location="cpu", weights_only=True)
+    nets.disc.load_state_dict(disc_state_dict(dck), strict=True)
+    if "optimizer" in dck:
+        nets.disc_opt.load_state_dict(dck["optimizer"])
+    if (dck.get("training") or {}).get("scaler") and cfg.amp:
+        nets.disc_scaler.load_state_dict(dck["training"]["scaler"])
+    if int(dck.get("global_step", step)) != step:
+        _logger.warning("%s is at step %s, %s at %s", dlast, dck.get("global_step"), out / LAST, step)
+
+
+def _restore(nets: _Nets, cfg: TrainConfig, out: Path, resume: bool, init_checkpoint: str | os.PathLike[str] | None,
+             init_disc_checkpoint: str | os.PathLike[str] | None) -> tuple[int, int, int | None]:
+    """Resume from ``out/last.pth`` or start from the init checkpoints: ``(step, epoch, resumed_from)``."""
+    from lipsync.models.wav2lip import load_wav2lip
+
+    last = out / LAST
+    if resume and last.exists():
+        step, epoch = _load_last(nets, cfg, last)
+        if cfg.gan:
+            _load_disc_last(nets, cfg, out, step, init_disc_checkpoint)
+        return step, epoch, step
+    if init_checkpoint is not None:
+        nets.generator.load_state_dict(load_wav2lip(init_checkpoint, "cpu").state_dict(), strict=True)
+    if cfg.gan and init_disc_checkpoint is not None:
+        _load_init_disc(nets.disc, init_disc_checkpoint)
+    return 0, 0, None
+
+
+def _wrap_ddp(nets: _Nets, dev: torch.device, world: int) -> None:
+    """Set what the step trains: DistributedDataParallel wrappers under torchrun, else the networks."""
+    nets.gen_train, nets.disc_train = nets.generator, nets.disc
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [dev.index] if dev.type == "cuda" else None
+        nets.gen_train = DDP(nets.generator, device_ids=ids)
+        if nets.disc is not None:
+            nets.disc_train = DDP(nets.disc, device_ids=ids)
+
+
+def _start_record(run: _Run, step: int, clips: int, resumed_from: int | None,
+                  init_checkpoint: str | os.PathLike[str] | None) -> dict[str, Any]:
+    return {"event": "resume" if resumed_from is not None else "start", "step": step, "time": time.time(),
+            "config": run.cfg.to_dict(), "device": str(run.dev), "clips": clips,
+            "init_checkpoint": None if resumed_from is not None or init_checkpoint is None else os.fspath(init_checkpoint)}
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def _sync_term(expert: nn.Module, mel: torch.Tensor, g: torch.Tensor, shape: tuple[int, ...], weight: float) -> torch.Tensor:
+    """The expert's sync loss of the generated frames; at weight 0 it is computed (and logged) without gradient."""
+    if weight > 0:
+        return sync_loss(expert, mel, g.view(*shape))
+    with torch.no_grad():
+        return sync_loss(expert, mel, g.detach().view(*shape))
+
+
+def _perceptual_term(disc: nn.Module | None, g: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """The discriminator's adversarial loss of the generated frames (no gradient into it); 0 without the GAN."""
+    if disc is None:
+        return torch.zeros((), device=dev)
+    disc.requires_grad_(False)
+    disc.train()
+    perceptual = disc.perceptual_loss(g)
+    disc.requires_grad_(True)
+    return perceptual
+
+
+def _generator_step(run: _Run, nets: _Nets, batch: tuple[torch.Tensor, ...]
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The generator's losses and optimiser step: ``(losses, generated, targets)``, the frames ``(B*T, 3, S, S)``."""
+    cfg, dev = run.cfg, run.dev
+    x, indiv, mel, y = batch
+    b, t, _, s, _ = y.shape
+    nets.generator.train()
+    with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=cfg.amp):
+        g = nets.gen_train(indiv.reshape(b * t, *indiv.shape[2:]), x.reshape(b * t, *x.shape[2:]))
+        y_flat = y.reshape(b * t, 3, s, s)
+        l1 = F.l1_loss(g.float(), y_flat)
+        sync = _sync_term(nets.expert, mel, g, (b, t, 3, s, s), cfg.syncnet_wt)
+        perceptual = _perceptual_term(nets.disc, g, dev)
+    w_l1 = 1.0 - cfg.syncnet_wt - cfg.disc_wt
+    loss = w_l1 * l1 + cfg.syncnet_wt * sync + cfg.disc_wt * perceptual
+    nets.optimizer.zero_grad(set_to_none=True)
+    nets.scaler.scale(loss).backward()
+    nets.scaler.step(nets.optimizer)
+    nets.scaler.update()
+    return {"loss": loss, "l1": l1, "sync": sync, "perceptual": perceptual}, g, y_flat
+
+
+def _disc_step(run: _Run, nets: _Nets, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    """The discriminator's step on real vs generated (detached) frames: ``{"disc_real", "disc_fake"}`` losses."""
+    nets.disc_opt.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=run.dev.type, dtype=torch.float16, enabled=run.cfg.amp):
+        d_real = _bce(nets.disc_train(real), 1.0)
+        d_fake = _bce(nets.disc_train(fake.detach()), 0.0)
+    nets.disc_scaler.scale(d_real + d_fake).backward()  # one backward: DDP-safe, same grads
+    nets.disc_scaler.step(nets.disc_opt)
+    nets.disc_scaler.update()
+    return {"disc_real": d_real.detach().item(), "disc_fake": d_fake.detach().item()}
+
+
+def _train_step(run: _Run, nets: _Nets, batch: tuple[torch.Tensor, ...]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """One training step: the generator's, then (with the GAN) the discriminator's."""
+    losses, g, y_flat = _generator_step(run, nets, batch)
+    return losses, (_disc_step(run, nets, y_flat, g) if nets.disc is not None else {})
+
+
+def _step_record(cfg: TrainConfig, step: int, epoch: int, losses: dict[str, torch.Tensor], disc: dict[str, float],
+                 dt: float, t_data: float) -> dict[str, Any]:
+    return {"step": step, "epoch": epoch, **{k: v.detach().item() for k, v in losses.items()}, **disc,
+            "syncnet_wt": cfg.syncnet_wt, "disc_wt": cfg.disc_wt, "lr": cfg.lr, "batch_size": cfg.batch_size,
+            "step_s": round(dt, 4), "data_s": round(t_data, 4)}
+
+
+# --------------------------------------------------------------------------- checkpoints and evaluation
+
+
+def _save_checkpoint(run: _Run, nets: _Nets, step: int, epoch: int) -> Path | None:
+    """Rank 0: the step's checkpoint (and the discriminator's), ``last.pth`` linked to it, old ones pruned."""
+    if not run.is_main:
+        return None
+    cfg, out = run.cfg, run.out
+    name = f"checkpoint_step{step:09d}.pth"
+    training = {"torch_rng": torch.get_rng_state(), "scaler": nets.scaler.state_dict() if cfg.amp else {},
+                "config": cfg.to_dict()}
+    path = out / name
+    _atomic_save({"state_dict": nets.generator.state_dict(), "optimizer": nets.optimizer.state_dict(),
+                  "global_step": step, "global_epoch": epoch, "training": training}, path)
+    if cfg.gan:
+        dpath = out / f"disc_{name}"
+        _atomic_save({"state_dict": nets.disc.state_dict(), "optimizer": nets.disc_opt.state_dict(), "global_step": step,
+                      "global_epoch": epoch,
+                      "training": {"scaler": nets.disc_scaler.state_dict() if cfg.amp else {}}}, dpath)
+        _atomic_link(dpath, out / DISC_LAST)
+    _atomic_link(path, out / LAST)  # last.pth last: it names a step whose disc file exists
+    if run.keep_checkpoints:
+        for old in sorted(out.glob("checkpoint_step*.pth"))[:-run.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+            (out / f"disc_{old.name}").unlink(missing_ok=True)
+    return path
+
+
+def _eval_due(step: int, epoch: int, prev_epoch: int, evaluate_every: int | None) -> bool:
+    """Every ``evaluate_every`` steps, or (None) after each step that completes an epoch."""
+    return step % evaluate_every == 0 if evaluate_every is not None else epoch > prev_epoch
+
+
+def _evaluate(run: _Run, generator: nn.Module, evaluator: Callable[[nn.Module, int], dict[str, Any]], step: int) -> None:
+    """Call the evaluator on the unwrapped generator, put it back in train mode, log an ``"eval"`` record."""
+    t_eval = time.perf_counter()
+    metrics = evaluator(generator, step)
+    generator.train()
+    run.emit({"event": "eval", "step": step, **{k: v for k, v in dict(metrics or {}).items() if k not in ("event", "step")},
+              "eval_s": round(time.perf_counter() - t_eval, 3)})
+
+
 # --------------------------------------------------------------------------- training
+
+
+def _train_loop(run: _Run, nets: _Nets, sampler: GeneratorSampler, step: int, epoch: int, last_saved: Path | None,
+                evaluator: Callable[[nn.Module, int], dict[str, Any]] | None, evaluate_every: int | None,
+                ) -> tuple[int, int, Path | None, list[float]]:
+    """Steps until ``cfg.steps``: ``(step, epoch, last checkpoint, seconds per step)``."""
+    cfg, dev = run.cfg, run.dev
+    times: list[float] = []
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, run.rank, step])
+        batch = tuple(a.to(dev, non_blocking=True) for a in sampler.batch(rng, cfg.batch_size))
+        t_data = time.perf_counter() - t0
+        losses, disc = _train_step(run, nets, batch)
+        step += 1
+        prev_epoch, epoch = epoch, step * cfg.batch_size * cfg.world_size // len(sampler)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            last_saved = _save_checkpoint(run, nets, step, epoch) or last_saved
+            run.barrier()
+        run.emit(_step_record(cfg, step, epoch, losses, disc, dt, t_data))
+        if evaluator is not None and run.is_main and _eval_due(step, epoch, prev_epoch, evaluate_every):
+            _evaluate(run, nets.generator, evaluator, step)
+    return step, epoch, last_saved, times
 
 
 def train_wav2lip(
@@ -326,214 +560,31 @@ def train_wav2lip(
     (None keeps all, as the reference does; ``last.pth`` is always kept).
     ``evaluator(generator, step)`` is called by rank 0 every ``evaluate_every``
     steps (None: once per epoch) and its metrics logged as an ``"eval"`` record
-    (see the module documentation).
+    (see the module documentation).  ``device``: :func:`lipsync.device.resolve_device`.
     """
-    from lipsync.models.expert import load_expert
-    from lipsync.models.wav2lip import Wav2Lip, load_wav2lip
-
-    if steps < 0 or batch_size < 1 or checkpoint_every < 1:
-        raise ValueError("steps must be >= 0, batch_size and checkpoint_every >= 1")
-    if evaluate_every is not None and evaluate_every < 1:
-        raise ValueError(f"evaluate_every must be >= 1 (or None: once per epoch), got {evaluate_every}")
-    if not gan:
-        disc_wt = 0.0
-    if syncnet_wt < 0 or disc_wt < 0 or syncnet_wt + disc_wt > 1:
-        raise ValueError(f"need 0 <= syncnet_wt, disc_wt and syncnet_wt + disc_wt <= 1, got {syncnet_wt}, {disc_wt}")
+    disc_wt = _check_settings(steps, batch_size, checkpoint_every, evaluate_every, syncnet_wt, disc_wt, gan)
     ds = dataset if isinstance(dataset, TrainingSet) else TrainingSet(dataset, split=split)
     out = Path(out_dir)
-
-    # ---- distributed setup (torchrun)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0")) if world > 1 else 0
-    dev = _resolve_device(device)
-    own_group = False
-    if world > 1:
-        import torch.distributed as dist
-
-        if dev.type == "cuda":
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(dev)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-            own_group = True
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    dev, own_group = _join_group(device, world)
     use_amp = (dev.type == "cuda") if amp is None else bool(amp and dev.type == "cuda")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, syncnet_wt=syncnet_wt, gan=gan, disc_wt=disc_wt,
                       disc_lr=lr if disc_lr is None else disc_lr, seed=seed, checkpoint_every=checkpoint_every,
                       mel_offset=mel_offset, amp=use_amp, world_size=world)
-    is_main = rank == 0
-    log_path = out / LOG_FILE if is_main else None
-
-    def emit(record: dict[str, Any]) -> None:
-        if not is_main:
-            return
-        _write_log(log_path, record)
-        if log is not None:
-            log(record)
-
+    run = _Run(cfg, dev, rank, out, log, keep_checkpoints)
     try:
-        if is_main:
+        if run.is_main:
             out.mkdir(parents=True, exist_ok=True)
         sampler = GeneratorSampler(ds, frames=cfg.frames, mel_offset=mel_offset)
-        torch.manual_seed(seed)
-
-        expert = load_expert(expert_checkpoint, dev).eval().requires_grad_(False)
-        generator = Wav2Lip().to(dev)
-        betas = (0.5, 0.999) if gan else (0.9, 0.999)
-        optimizer = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        disc = disc_opt = disc_scaler = None
-        if gan:
-            from lipsync.models.wav2lip_disc import Wav2LipDiscQual, disc_state_dict
-
-            disc = Wav2LipDiscQual().to(dev)
-            disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
-            disc_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-        step = epoch = 0
-        resumed_from: int | None = None
-        last = out / LAST
-        if resume and last.exists():
-            ckpt = torch.load(last, map_location="cpu", weights_only=True)
-            generator.load_state_dict(_strip_module(ckpt["state_dict"]), strict=True)
-            optimizer.load_state_dict(ckpt["optimizer"])
-            step, epoch = int(ckpt["global_step"]), int(ckpt.get("global_epoch", 0))
-            training = ckpt.get("training") or {}
-            if training.get("scaler") and use_amp:
-                scaler.load_state_dict(training["scaler"])
-            if "torch_rng" in training:
-                torch.set_rng_state(training["torch_rng"])
-            resumed_from = step
-            if gan:
-                dlast = out / DISC_LAST
-                if dlast.exists():
-                    dck = torch.load(dlast, map_location="cpu", weights_only=True)
-                    disc.load_state_dict(disc_state_dict(dck), strict=True)
-                    if "optimizer" in dck:
-                        disc_opt.load_state_dict(dck["optimizer"])
-                    if (dck.get("training") or {}).get("scaler") and use_amp:
-                        disc_scaler.load_state_dict(dck["training"]["scaler"])
-                    if int(dck.get("global_step", step)) != step:
-                        _logger.warning("%s is at step %s, %s at %s", dlast, dck.get("global_step"), last, step)
-                elif init_disc_checkpoint is not None:
-                    disc.load_state_dict(disc_state_dict(torch.load(init_disc_checkpoint, map_location="cpu", weights_only=True)))
-        else:
-            if init_checkpoint is not None:
-                generator.load_state_dict(load_wav2lip(init_checkpoint, "cpu").state_dict(), strict=True)
-            if gan and init_disc_checkpoint is not None:
-                disc.load_state_dict(disc_state_dict(torch.load(init_disc_checkpoint, map_location="cpu", weights_only=True)))
-
-        gen_train: nn.Module = generator
-        disc_train: nn.Module | None = disc
-        if world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [dev.index] if dev.type == "cuda" else None
-            gen_train = DDP(generator, device_ids=ids)
-            if gan:
-                disc_train = DDP(disc, device_ids=ids)
-
-        emit({"event": "resume" if resumed_from is not None else "start", "step": step, "time": time.time(),
-              "config": cfg.to_dict(), "device": str(dev), "clips": len(sampler),
-              "init_checkpoint": None if resumed_from is not None or init_checkpoint is None else os.fspath(init_checkpoint)})
-
-        def save(step: int, epoch: int) -> Path | None:
-            if not is_main:
-                return None
-            name = f"checkpoint_step{step:09d}.pth"
-            training = {"torch_rng": torch.get_rng_state(), "scaler": scaler.state_dict() if use_amp else {},
-                        "config": cfg.to_dict()}
-            path = out / name
-            _atomic_save({"state_dict": generator.state_dict(), "optimizer": optimizer.state_dict(),
-                          "global_step": step, "global_epoch": epoch, "training": training}, path)
-            if gan:
-                dpath = out / f"disc_{name}"
-                _atomic_save({"state_dict": disc.state_dict(), "optimizer": disc_opt.state_dict(), "global_step": step,
-                              "global_epoch": epoch,
-                              "training": {"scaler": disc_scaler.state_dict() if use_amp else {}}}, dpath)
-                _atomic_link(dpath, out / DISC_LAST)
-            _atomic_link(path, out / LAST)  # last.pth last: it names a step whose disc file exists
-            if keep_checkpoints:
-                olds = sorted(out.glob("checkpoint_step*.pth"))[:-keep_checkpoints]
-                for old in olds:
-                    old.unlink(missing_ok=True)
-                    (out / f"disc_{old.name}").unlink(missing_ok=True)
-            return path
-
-        def barrier() -> None:
-            if world > 1:
-                import torch.distributed as dist
-
-                dist.barrier()
-
-        last_saved: Path | None = last if resumed_from is not None else None
-        samples_per_epoch = len(sampler)
-        times: list[float] = []
-        b, t = batch_size, cfg.frames
-        s = Wav2Lip.contract.face_size
-        w_l1 = 1.0 - syncnet_wt - disc_wt
-        while step < steps:
-            t0 = time.perf_counter()
-            rng = np.random.default_rng([seed, rank, step])
-            x, indiv, mel, y = (a.to(dev, non_blocking=True) for a in sampler.batch(rng, b))
-            t_data = time.perf_counter() - t0
-            generator.train()
-            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-                g = gen_train(indiv.reshape(b * t, *indiv.shape[2:]), x.reshape(b * t, *x.shape[2:]))
-                y_flat = y.reshape(b * t, 3, s, s)
-                l1 = F.l1_loss(g.float(), y_flat)
-                if syncnet_wt > 0:
-                    sync = sync_loss(expert, mel, g.view(b, t, 3, s, s))
-                else:
-                    with torch.no_grad():
-                        sync = sync_loss(expert, mel, g.detach().view(b, t, 3, s, s))
-                if gan:
-                    disc.requires_grad_(False)  # the generator's adversarial pass: no grads into D
-                    disc.train()
-                    perceptual = disc.perceptual_loss(g)
-                    disc.requires_grad_(True)
-                else:
-                    perceptual = torch.zeros((), device=dev)
-            loss = w_l1 * l1 + syncnet_wt * sync + disc_wt * perceptual
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-            record: dict[str, Any] = {}
-            if gan:
-                disc_opt.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-                    d_real = _bce(disc_train(y_flat), 1.0)
-                    d_fake = _bce(disc_train(g.detach()), 0.0)
-                disc_scaler.scale(d_real + d_fake).backward()  # one backward: DDP-safe, same grads
-                disc_scaler.step(disc_opt)
-                disc_scaler.update()
-                record.update(disc_real=d_real.detach().item(), disc_fake=d_fake.detach().item())
-
-            step += 1
-            prev_epoch, epoch = epoch, step * b * world // samples_per_epoch
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            dt = time.perf_counter() - t0
-            times.append(dt)
-            record = {"step": step, "epoch": epoch, "loss": loss.detach().item(), "l1": l1.detach().item(),
-                      "sync": sync.detach().item(), "perceptual": perceptual.detach().item(), **record, "syncnet_wt": syncnet_wt, "disc_wt": disc_wt,
-                      "lr": lr, "batch_size": b, "step_s": round(dt, 4), "data_s": round(t_data, 4)}
-            if step % checkpoint_every == 0 or step == steps:
-                last_saved = save(step, epoch) or last_saved
-                barrier()
-            emit(record)
-            if evaluator is not None and is_main and (
-                step % evaluate_every == 0 if evaluate_every is not None else epoch > prev_epoch
-            ):
-                t_eval = time.perf_counter()
-                metrics = evaluator(generator, step)
-                generator.train()
-                emit({"event": "eval", "step": step, **{k: v for k, v in dict(metrics or {}).items() if k not in ("event", "step")},
-                      "eval_s": round(time.perf_counter() - t_eval, 3)})
-        return TrainResult(out, step, epoch, last_saved, resumed_from, generator, optimizer, disc, disc_opt, expert, times)
+        nets = _build_nets(cfg, dev, expert_checkpoint)
+        step, epoch, resumed_from = _restore(nets, cfg, out, resume, init_checkpoint, init_disc_checkpoint)
+        _wrap_ddp(nets, dev, world)
+        run.emit(_start_record(run, step, len(sampler), resumed_from, init_checkpoint))
+        last_saved = out / LAST if resumed_from is not None else None
+        step, epoch, last_saved, times = _train_loop(run, nets, sampler, step, epoch, last_saved, evaluator, evaluate_every)
+        return TrainResult(out, step, epoch, last_saved, resumed_from, nets.generator, nets.optimizer, nets.disc,
+                           nets.disc_opt, nets.expert, times)
     finally:
         if own_group:
             import torch.distributed as dist
