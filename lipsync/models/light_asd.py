@@ -33,7 +33,7 @@ statistics and the unused ``lossV`` head).
 
 The input contract is :attr:`LightASD.contract` (a :class:`LightASDContract`);
 :func:`mfcc` computes the audio features exactly as ``python_speech_features.mfcc``
-does with the repo's arguments, without needing that package.
+does with the repo's arguments (:mod:`lipsync.audio.mfcc`), without needing that package.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from lipsync.audio.mfcc import MfccParams, mfcc_params
+from lipsync.audio.mfcc import mfcc as audio_mfcc
 
 __all__ = [
     "LIGHT_ASD_PARAMETERS",
@@ -109,14 +112,19 @@ class LightASDContract:
     durations: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 
     @property
+    def mfcc_params(self) -> MfccParams:
+        """The ``mfcc_*`` numbers as the :class:`~lipsync.audio.mfcc.MfccParams` of :func:`mfcc`."""
+        return mfcc_params(self)
+
+    @property
     def samples_per_step(self) -> int:
         """Audio samples between MFCC steps (160)."""
-        return int(round(self.mfcc_winstep * self.sample_rate))
+        return self.mfcc_params.samples_per_step
 
     @property
     def window_samples(self) -> int:
         """Audio samples in one MFCC window (400)."""
-        return int(round(self.mfcc_winlen * self.sample_rate))
+        return self.mfcc_params.window_samples
 
     @property
     def samples_per_frame(self) -> int:
@@ -127,34 +135,10 @@ class LightASDContract:
 # --------------------------------------------------------------------------- MFCC
 
 
-def _hz2mel(hz: np.ndarray | float) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
-
-
-def _mel2hz(mel: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-
-
-def _filterbank(nfilt: int, nfft: int, sample_rate: int) -> np.ndarray:
-    """Triangular mel filters on FFT bins, ``(nfilt, nfft // 2 + 1)``, as python_speech_features builds them."""
-    mel = np.linspace(_hz2mel(0.0), _hz2mel(sample_rate / 2), nfilt + 2)
-    bins = np.floor((nfft + 1) * _mel2hz(mel) / sample_rate)
-    fb = np.zeros((nfilt, nfft // 2 + 1))
-    for j in range(nfilt):
-        lo, mid, hi = bins[j], bins[j + 1], bins[j + 2]
-        for i in range(int(lo), int(mid)):
-            fb[j, i] = (i - lo) / (mid - lo)
-        for i in range(int(mid), int(hi)):
-            fb[j, i] = (hi - i) / (hi - mid)
-    return fb
-
-
-_FB_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
-
-
 def mfcc(signal: np.ndarray, contract: LightASDContract | None = None, *, steps: int | None = None) -> np.ndarray:
     """MFCC ``(steps, 13)`` of a 16 kHz signal, identical to ``python_speech_features.mfcc`` with the repo's arguments.
 
+    :func:`lipsync.audio.mfcc.mfcc` with the contract's ``mfcc_*`` numbers.
     ``signal`` is float audio in -1..1 (it is put on the 16-bit PCM scale,
     rounded and clipped, as the repo's ``wavfile.read`` of an ``s16le`` WAV
     gives it) or integer PCM (used as is).  Step ``k`` is the window starting
@@ -162,47 +146,7 @@ def mfcc(signal: np.ndarray, contract: LightASDContract | None = None, *, steps:
     ``steps`` fixes the number of steps (default: python_speech_features' count,
     ``1 + ceil((len - 400) / 160)``).
     """
-    c = contract or LightASDContract()
-    x = np.asarray(signal)
-    if x.ndim != 1:
-        raise ValueError(f"mfcc: expected a mono signal, got shape {x.shape}")
-    if np.issubdtype(x.dtype, np.floating):
-        x = np.clip(np.round(x.astype(np.float64) * c.audio_scale), -c.audio_scale, c.audio_scale - 1)
-    else:
-        x = x.astype(np.float64)
-    hop, win = c.samples_per_step, c.window_samples
-    if steps is None:
-        steps = 1 if len(x) <= win else 1 + int(np.ceil((len(x) - win) / hop))
-    if steps <= 0:
-        return np.zeros((0, c.mfcc_dims), dtype=np.float32)
-    need = (steps - 1) * hop + win
-    x = x[:need]
-    # Pre-emphasis (the first sample kept as is), then zero padding to whole frames, as
-    # python_speech_features does it (padding after the filter), then frames of 400, hop 160.
-    y = np.zeros(need)
-    if len(x):
-        y[0] = x[0]
-        y[1 : len(x)] = x[1:] - c.mfcc_preemph * x[:-1]
-    frames = np.lib.stride_tricks.sliding_window_view(y, win)[::hop][:steps]
-    pspec = np.square(np.abs(np.fft.rfft(frames, c.mfcc_nfft))) / c.mfcc_nfft
-    eps = np.finfo(float).eps
-    energy = pspec.sum(axis=1)
-    energy = np.where(energy == 0, eps, energy)
-    key = (c.mfcc_nfilt, c.mfcc_nfft, c.sample_rate)
-    fb = _FB_CACHE.get(key)
-    if fb is None:
-        fb = _FB_CACHE.setdefault(key, _filterbank(*key))
-    feat = pspec @ fb.T
-    feat = np.where(feat == 0, eps, feat)
-    from scipy.fft import dct
-
-    cep = dct(np.log(feat), type=2, axis=1, norm="ortho")[:, : c.mfcc_dims]
-    if c.mfcc_ceplifter > 0:
-        n = np.arange(c.mfcc_dims)
-        cep = cep * (1 + (c.mfcc_ceplifter / 2.0) * np.sin(np.pi * n / c.mfcc_ceplifter))
-    if c.mfcc_append_energy:
-        cep[:, 0] = np.log(energy)
-    return cep.astype(np.float32)
+    return audio_mfcc(signal, (contract or LightASDContract()).mfcc_params, steps=steps)
 
 
 # --------------------------------------------------------------------------- blocks

@@ -190,6 +190,16 @@ class AsdSync:
         if abs(self.offset) > self.max_offset:
             raise ValueError(f"AsdSync: offset {self.offset} outside +-{self.max_offset}")
 
+    @classmethod
+    def from_curve(cls, curve: np.ndarray, max_offset: int) -> "AsdSync":
+        """Offset (:func:`sync_peak`) and confidence (``max - median``) of an :func:`asd_sync_curve`."""
+        return cls(
+            offset=sync_peak(curve, max_offset),
+            confidence=float(np.max(curve) - np.median(curve)),
+            curve=tuple(float(x) for x in curve),
+            max_offset=int(max_offset),
+        )
+
     @property
     def shifts(self) -> tuple[int, ...]:
         """The shift of each curve value: ``-max_offset .. +max_offset``."""
@@ -251,7 +261,8 @@ def asd_sync_curve(
     """
     import torch
 
-    from lipsync.speakers.asd import _MARGIN, _encode_chunked, _track_audio_start, encode_faces, track_mfcc
+    from lipsync.speakers.asd import _MARGIN, _encode_chunked, encode_faces
+    from lipsync.speakers.asd_audio import track_audio_start, track_mfcc
 
     if max_offset < 0:
         raise ValueError(f"max_offset must be >= 0, got {max_offset}")
@@ -264,7 +275,7 @@ def asd_sync_curve(
     v = visual_embed if visual_embed is not None else encode_faces(crops, model, params)
     if tuple(v.shape[:2]) != (1, m):
         raise ValueError(f"visual_embed of shape {tuple(v.shape)} does not fit {m} model frames")
-    start = _track_audio_start(crops.track, audio_start_frame, crops.fps, c.sample_rate)
+    start = track_audio_start(crops.track, audio_start_frame, crops.fps, c.sample_rate)
     wide = m + 2 * max_offset  # model frames of audio: the track widened by max_offset each side
     feats = track_mfcc(audio_16k, start - max_offset * c.samples_per_frame, wide, c)
     spf = c.audio_steps_per_frame
@@ -308,12 +319,7 @@ def asd_offset(
     """
     curve = asd_sync_curve(crops, audio_16k, audio_start_frame, model, max_offset=max_offset, window=window,
                            params=params, visual_embed=visual_embed)
-    return AsdSync(
-        offset=sync_peak(curve, max_offset),
-        confidence=float(np.max(curve) - np.median(curve)),
-        curve=tuple(float(x) for x in curve),
-        max_offset=int(max_offset),
-    )
+    return AsdSync.from_curve(curve, max_offset)
 
 
 # --------------------------------------------------------------------------- mouth vs voice envelope, and the combined estimate
@@ -431,21 +437,21 @@ def estimate_offset(
 
     Same arguments as :func:`asd_offset`; one visual encoder pass serves both signals.
     """
-    from lipsync.speakers.asd import _track_audio_start, encode_faces
+    from lipsync.speakers.asd import encode_faces
+    from lipsync.speakers.asd_audio import track_audio_start
 
     v = visual_embed if visual_embed is not None else encode_faces(crops, model, params)
     asd_curve = asd_sync_curve(crops, audio_16k, audio_start_frame, model, max_offset=max_offset, window=window,
                                params=params, visual_embed=v)
     c = model.contract
     m = crops.model_frames
-    start = _track_audio_start(crops.track, audio_start_frame, crops.fps, c.sample_rate)
+    start = track_audio_start(crops.track, audio_start_frame, crops.fps, c.sample_rate)
     level, valid = envelope_db(audio_16k, start - max_offset * c.samples_per_frame, m + 2 * max_offset, c.samples_per_frame)
     mouth = mouth_component(v[0].detach().float().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)[0])
     mouth_curve = mouth_envelope_curve(mouth, level, valid, max_offset)
     combined = _z(asd_curve) + _z(mouth_curve)
     top = int(np.argmax(combined))
-    asd = AsdSync(offset=sync_peak(asd_curve, max_offset), confidence=float(np.max(asd_curve) - np.median(asd_curve)),
-                  curve=tuple(float(x) for x in asd_curve), max_offset=int(max_offset))
+    asd = AsdSync.from_curve(asd_curve, max_offset)
     mouth_offset = int(np.argmax(mouth_curve)) - max_offset
     return SyncEstimate(offset=top - max_offset, confidence=float(mouth_curve[top]), agree=abs(asd.offset - mouth_offset) <= 1,
                         curve=tuple(float(x) for x in combined), asd=asd, mouth_offset=mouth_offset,

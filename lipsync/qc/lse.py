@@ -9,7 +9,7 @@ constant comes from its :class:`~lipsync.models.syncnet.SyncNetContract`.
 Face crops (:func:`syncnet_crops`, reference ``run_pipeline.crop_video``)
     Box half-size ``s = max(w, h) / 2`` and centre of every frame of the track,
     median-filtered over the track with kernel 13
-    (:func:`lipsync.speakers.asd.crop_geometry`: ``scipy.signal.medfilt``
+    (:func:`lipsync.faces.crop.crop_geometry`: ``scipy.signal.medfilt``
     semantics, kernel capped at ``2n - 1`` for tracks under 7 frames).  The frame
     is padded by ``bsi = int(s * 1.8)`` pixels of 110; rows ``[y + bsi - s, y + bsi
     + 1.8 s)`` and columns ``[x + bsi - 1.4 s, x + bsi + 1.4 s)`` of the padded
@@ -61,6 +61,9 @@ import numpy as np
 
 from dubcore.records import FaceTrack
 from dubcore.timebase import RateLike
+from lipsync.audio.mfcc import mfcc as audio_mfcc
+from lipsync.audio.mfcc import mfcc_params
+from lipsync.faces.crop import crop_geometry, crop_region, medfilt_zero
 from lipsync.models.syncnet import SyncNetContract
 
 if TYPE_CHECKING:
@@ -86,39 +89,16 @@ CONTRACT = SyncNetContract()
 # --------------------------------------------------------------------------- audio
 
 
-def _mfcc_contract(c: SyncNetContract) -> Any:
-    """The :class:`~lipsync.models.light_asd.LightASDContract` whose MFCC settings are ``c``'s."""
-    from lipsync.models.light_asd import LightASDContract
-
-    return LightASDContract(
-        sample_rate=c.sample_rate,
-        mfcc_dims=c.mfcc_dims,
-        audio_steps_per_frame=c.mfcc_steps_per_frame,
-        audio_rate_hz=c.fps * c.mfcc_steps_per_frame,
-        fps=c.fps,
-        mfcc_winlen=c.mfcc_winlen,
-        mfcc_winstep=c.mfcc_winstep,
-        mfcc_nfilt=c.mfcc_nfilt,
-        mfcc_nfft=c.mfcc_nfft,
-        mfcc_preemph=c.mfcc_preemph,
-        mfcc_ceplifter=c.mfcc_ceplifter,
-        mfcc_append_energy=c.mfcc_append_energy,
-        audio_scale=c.audio_scale,
-    )
-
-
 def syncnet_mfcc(audio_16k: np.ndarray, *, steps: int | None = None, contract: SyncNetContract = CONTRACT) -> np.ndarray:
     """``(T, 13)`` float32 MFCC of 16 kHz mono audio, as ``python_speech_features.mfcc(pcm16, 16000)``.
 
     Float audio (-1..1) is put on the 16-bit PCM scale (``round(x * 32768)``,
     clipped); int16 PCM is used as is; other sample types raise ``TypeError``.
     ``steps`` fixes ``T`` (zero padding at the end); by default ``T`` is
-    python_speech_features' frame count.  The same arithmetic as
-    :func:`lipsync.models.light_asd.mfcc`, which it calls.
+    python_speech_features' frame count: :func:`lipsync.audio.mfcc.mfcc` with the
+    contract's ``mfcc_*`` numbers.
     """
-    from lipsync.models.light_asd import mfcc
-
-    return mfcc(_pcm_or_float(audio_16k, "syncnet_mfcc"), _mfcc_contract(contract), steps=steps)
+    return audio_mfcc(_pcm_or_float(audio_16k, "syncnet_mfcc"), mfcc_params(contract), steps=steps)
 
 
 def _pcm_or_float(audio_16k: np.ndarray, where: str) -> np.ndarray:
@@ -145,18 +125,6 @@ def _audio_segment(audio_16k: np.ndarray, start: int, length: int) -> np.ndarray
 
 
 # --------------------------------------------------------------------------- scores
-
-
-def medfilt_zero(values: np.ndarray, kernel: int) -> np.ndarray:
-    """``scipy.signal.medfilt(values, kernel)`` for 1-D input: zero padding of ``kernel // 2`` at both ends, any length."""
-    x = np.asarray(values, dtype=np.float64)
-    if kernel % 2 != 1:
-        raise ValueError(f"median kernel must be odd, got {kernel}")
-    if len(x) == 0 or kernel == 1:
-        return x.copy()
-    half = kernel // 2
-    padded = np.concatenate([np.zeros(half), x, np.zeros(half)])
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, kernel), axis=1)
 
 
 @dataclass(frozen=True)
@@ -257,31 +225,17 @@ def crop_face(frame: np.ndarray, x: float, y: float, s: float, contract: SyncNet
     Equivalent to padding the frame by ``bsi = int(s * (1 + 2 * cs))`` pixels of
     ``pad_value`` and slicing rows ``[int(y + bsi - s), int(y + bsi + s (1 + 2 cs)))``
     and columns ``[int(x + bsi - s (1 + cs)), int(x + bsi + s (1 + cs)))``, without
-    building the padded frame.  Ends past the padded frame are clipped as numpy
-    slicing clips them; a start before it (a centre far outside the picture) is
-    clamped to 0 instead of wrapping around.
+    building the padded frame (:func:`lipsync.faces.crop.crop_region`).  Ends past
+    the padded frame are clipped as numpy slicing clips them; a start before it (a
+    centre far outside the picture) is clamped to 0 instead of wrapping around.
     """
     import cv2
 
     c = contract
-    cs, bs = c.crop_scale, float(s)
-    bsi = int(bs * (1 + 2 * cs))
-    h, w = frame.shape[:2]
-    my, mx = y + bsi, x + bsi
-    ph, pw = h + 2 * bsi, w + 2 * bsi
-    r0, r1 = int(my - bs), int(my + bs * (1 + 2 * cs))
-    c0, c1 = int(mx - bs * (1 + cs)), int(mx + bs * (1 + cs))
-    r0, r1 = min(max(r0, 0), ph), min(max(r1, 0), ph)
-    c0, c1 = min(max(c0, 0), pw), min(max(c1, 0), pw)
     size = c.crop_size
-    channels = frame.shape[2:]
-    if r1 <= r0 or c1 <= c0:
-        return np.full((size, size) + channels, c.pad_value, dtype=np.uint8)
-    region = np.full((r1 - r0, c1 - c0) + channels, c.pad_value, dtype=np.uint8)
-    fr0, fr1 = max(r0 - bsi, 0), min(r1 - bsi, h)
-    fc0, fc1 = max(c0 - bsi, 0), min(c1 - bsi, w)
-    if fr1 > fr0 and fc1 > fc0:
-        region[fr0 + bsi - r0 : fr1 + bsi - r0, fc0 + bsi - c0 : fc1 + bsi - c0] = frame[fr0:fr1, fc0:fc1]
+    region = crop_region(frame, x, y, s, c.crop_scale, c.pad_value)
+    if region is None:
+        return np.full((size, size) + frame.shape[2:], c.pad_value, dtype=np.uint8)
     return cv2.resize(region, (size, size))  # bilinear, cv2's default as in the reference
 
 
@@ -297,14 +251,12 @@ def syncnet_crops(
     Only the track's frames are decoded; only the crops are kept.
     """
     from lipsync.media.frames import FrameReader
-    from lipsync.models.light_asd import LightASDContract
-    from lipsync.speakers.asd import crop_geometry
 
     n = track.frames.duration
     out = np.empty((n, contract.crop_size, contract.crop_size, 3), dtype=np.uint8)
     if n == 0:
         return out
-    geom = crop_geometry(track, LightASDContract(box_median_kernel=contract.box_median_kernel))
+    geom = crop_geometry(track, contract.box_median_kernel)
     got = 0
     with FrameReader(video, frames=track.frames, pix_fmt="bgr24", info=info) as reader:
         for j, frame in enumerate(reader):
@@ -412,9 +364,8 @@ def score_lse(
             f"and as many 25 fps frames of audio ({window_rule!r} window rule)"
         )
     steps = c.mfcc_steps_per_frame * (windows - 1) + c.mfcc_window_steps
-    hop = int(round(c.mfcc_winstep * c.sample_rate))
-    win = int(round(c.mfcc_winlen * c.sample_rate))
-    seg = _audio_segment(audio, int(audio_start_sample), (steps - 1) * hop + win)
+    mp = mfcc_params(c)
+    seg = _audio_segment(audio, int(audio_start_sample), (steps - 1) * mp.samples_per_step + mp.window_samples)
     mfcc = syncnet_mfcc(seg, steps=steps, contract=c)
     lip, aud = syncnet_embeddings(faces, ticks, mfcc, windows, model, batch_size=batch_size)
     return lse_from_distances(calc_pdist(lip, aud, c.max_offset), median_kernel=c.median_kernel)

@@ -19,7 +19,7 @@ Face crops (:func:`face_crop`, reference ``crop_video`` + ``evaluate_network``)
     reproduced.)  Frames are streamed from the shot (:class:`FrameReader` over the
     tracks' frames); only the 112 x 112 crops (12.5 KB a frame) are kept.
 
-Audio (:func:`lipsync.models.light_asd.mfcc`)
+Audio (:func:`track_mfcc`, :func:`lipsync.models.light_asd.mfcc`)
     13 MFCC at 100 Hz from the 16 kHz audio, ``python_speech_features`` with the
     reference's arguments, on the 16-bit PCM scale.  The track's audio starts at
     the sample where its first frame starts, ``round(t0 * 16000)`` with ``t0`` the
@@ -66,6 +66,12 @@ Speaking ranges (:func:`speaking_ranges`)
 asd.json (``dub-film/asd@1``, :meth:`AsdResult.write`): source, fps, frame count,
 model and parameters, and per track its frames, per-frame scores (rounded to
 1e-4), filtered scores and speaking frame ranges (half-open).
+
+Where the code lives: crops and scoring here; parameters, speaking ranges and
+asd.json in :mod:`lipsync.speakers.asd_result`; the audio (decode, per-track
+MFCC) in :mod:`lipsync.speakers.asd_audio`; the crop cut itself, shared with
+SyncNet's QC, in :mod:`lipsync.faces.crop`.  Every public name is importable
+from this module.
 """
 
 from __future__ import annotations
@@ -73,17 +79,20 @@ from __future__ import annotations
 import logging
 import math
 import os
-import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from dubcore.records import FaceTrack
-from dubcore.schema import SchemaError, read_json, write_json
-from dubcore.timebase import FrameRange, RateLike, format_rate, frame_to_sample, parse_rate
+from dubcore.timebase import FrameRange, RateLike, parse_rate
+from lipsync.faces.crop import crop_geometry as _crop_geometry
+from lipsync.faces.crop import crop_region
+
+from .asd_audio import audio_16k_memmap, track_mfcc
+from .asd_audio import track_audio_start as _track_audio_start
+from .asd_result import AsdParams, AsdResult, TrackScores, read_asd, smooth_scores, speaking_ranges
 
 if TYPE_CHECKING:  # torch is imported only by the functions that run the model
     from lipsync.media.probe import MediaInfo
@@ -108,44 +117,7 @@ __all__ = [
     "speaking_ranges",
 ]
 
-KIND = "asd"
 Progress = Callable[[int, int], None]
-
-
-# --------------------------------------------------------------------------- parameters
-
-
-@dataclass(frozen=True)
-class AsdParams:
-    """How scores are computed and turned into speaking ranges (see the module docstring)."""
-
-    durations: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
-    frontend: Literal["track", "window"] = "track"
-    chunk_frames: int = 100  # encoder chunk (model frames) with frontend="track"
-    threshold: float = 0.0
-    median_seconds: float = 0.2
-    min_speech_seconds: float = 0.2
-
-    def __post_init__(self) -> None:
-        if not self.durations or any(int(d) <= 0 for d in self.durations):
-            raise ValueError(f"AsdParams.durations must be positive seconds, got {self.durations}")
-        if self.frontend not in ("track", "window"):
-            raise ValueError(f"AsdParams.frontend must be 'track' or 'window', got {self.frontend!r}")
-        if self.chunk_frames < 8:
-            raise ValueError(f"AsdParams.chunk_frames must be >= 8, got {self.chunk_frames}")
-
-    def median_frames(self, fps: RateLike) -> int:
-        """Median filter length in frames at ``fps``: odd, at least 1."""
-        k = max(1, int(round(self.median_seconds * float(parse_rate(fps)))))
-        return k if k % 2 else k + 1
-
-    def min_speech_frames(self, fps: RateLike) -> int:
-        return max(1, int(math.ceil(self.min_speech_seconds * float(parse_rate(fps)) - 1e-9)))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["durations"] = list(self.durations)
-        return d
 
 
 def _contract(model: "LightASD | None") -> "LightASDContract":
@@ -157,26 +129,11 @@ def _contract(model: "LightASD | None") -> "LightASDContract":
 # --------------------------------------------------------------------------- face crops
 
 
-def _medfilt(values: np.ndarray, kernel: int) -> np.ndarray:
-    """``scipy.signal.medfilt`` (zero padding at both ends), kernel capped at ``2n - 1`` for ``n`` values."""
-    x = np.asarray(values, dtype=np.float64)
-    k = min(int(kernel), 2 * len(x) - 1)
-    if k <= 1:
-        return x.copy()
-    half = k // 2
-    padded = np.concatenate([np.zeros(half), x, np.zeros(half)])
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, k), axis=1)
-
-
 def crop_geometry(track: FaceTrack, contract: "LightASDContract | None" = None) -> np.ndarray:
-    """``(n, 3)`` rows ``(x, y, s)``: median-filtered box centre and half-size of every frame of ``track``."""
+    """``(n, 3)`` rows ``(x, y, s)``: median-filtered box centre and half-size of every frame of ``track``
+    (:func:`lipsync.faces.crop.crop_geometry` with the contract's ``box_median_kernel``)."""
     c = contract or _contract(None)
-    boxes = np.array([o.box for o in track.observations], dtype=np.float64).reshape(-1, 4)
-    s = np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2
-    y = (boxes[:, 1] + boxes[:, 3]) / 2
-    x = (boxes[:, 0] + boxes[:, 2]) / 2
-    k = c.box_median_kernel
-    return np.stack([_medfilt(x, k), _medfilt(y, k), _medfilt(s, k)], axis=1)
+    return _crop_geometry(track, c.box_median_kernel)
 
 
 def face_crop(frame: np.ndarray, x: float, y: float, s: float, contract: "LightASDContract | None" = None) -> np.ndarray:
@@ -184,33 +141,17 @@ def face_crop(frame: np.ndarray, x: float, y: float, s: float, contract: "LightA
 
     Equivalent to padding the frame by ``bsi = int(s * (1 + 2 * cs))`` pixels of
     110 on every side and slicing it as ``Columbia_test.crop_video`` does, without
-    building the padded frame.  Slice ends past the padded frame are clipped as
-    numpy clips them; a start before it (a centre far outside the picture) is
-    clamped to 0 instead of wrapping around.
+    building the padded frame (:func:`lipsync.faces.crop.crop_region`).  Slice
+    ends past the padded frame are clipped as numpy clips them; a start before it
+    (a centre far outside the picture) is clamped to 0 instead of wrapping around.
     """
     import cv2
 
     c = contract or _contract(None)
-    cs = c.crop_scale
-    bs = float(s)
-    bsi = int(bs * (1 + 2 * cs))
-    h, w = frame.shape[:2]
-    my, mx = y + bsi, x + bsi
-    ph, pw = h + 2 * bsi, w + 2 * bsi
-    r0, r1 = int(my - bs), int(my + bs * (1 + 2 * cs))
-    c0, c1 = int(mx - bs * (1 + cs)), int(mx + bs * (1 + cs))
-    r0, r1 = min(max(r0, 0), ph), min(max(r1, 0), ph)
-    c0, c1 = min(max(c0, 0), pw), min(max(c1, 0), pw)
     size = c.face_size
-    if r1 <= r0 or c1 <= c0:
+    region = crop_region(frame, x, y, s, c.crop_scale, c.crop_pad_value)
+    if region is None:
         return np.full((size, size), c.crop_pad_value, dtype=np.uint8)
-    shape = (r1 - r0, c1 - c0) + frame.shape[2:]
-    region = np.full(shape, c.crop_pad_value, dtype=np.uint8)
-    # Rows/cols of the padded frame -> of the frame.
-    fr0, fr1 = max(r0 - bsi, 0), min(r1 - bsi, h)
-    fc0, fc1 = max(c0 - bsi, 0), min(c1 - bsi, w)
-    if fr1 > fr0 and fc1 > fc0:
-        region[fr0 + bsi - r0 : fr1 + bsi - r0, fc0 + bsi - c0 : fc1 + bsi - c0] = frame[fr0:fr1, fc0:fc1]
     big = c.crop_resize
     face = cv2.resize(region, (big, big))  # bilinear, as cv2's default in the reference
     if face.ndim == 3:
@@ -307,58 +248,6 @@ def crop_tracks(
         for t, ticks, _wanted, _geom, faces in plans:
             out[t.id] = TrackCrops(track=t, fps=rate, faces=faces, ticks=ticks)
     return out
-
-
-# --------------------------------------------------------------------------- audio
-
-
-def _track_audio_start(track: FaceTrack, audio_start_frame: int, fps: Fraction, sample_rate: int) -> int:
-    """Sample of the 16 kHz array at which the track's first frame starts (may be negative)."""
-    offset = track.frames.start - int(audio_start_frame)
-    sign = -1 if offset < 0 else 1
-    return sign * frame_to_sample(abs(offset), fps, sample_rate, "round")
-
-
-def track_mfcc(
-    audio_16k: np.ndarray, start_sample: int, model_frames: int, contract: "LightASDContract | None" = None
-) -> np.ndarray:
-    """``(4 * model_frames, 13)`` MFCC of the audio from ``start_sample`` (silence outside the array)."""
-    from lipsync.models.light_asd import mfcc
-
-    c = contract or _contract(None)
-    steps = c.audio_steps_per_frame * model_frames
-    need = (steps - 1) * c.samples_per_step + c.window_samples
-    seg = np.zeros(need, dtype=np.float32)
-    a0, a1 = max(start_sample, 0), min(start_sample + need, len(audio_16k))
-    if a1 > a0:
-        seg[a0 - start_sample : a1 - start_sample] = np.asarray(audio_16k[a0:a1], dtype=np.float32)
-    return mfcc(seg, c, steps=steps)
-
-
-def audio_16k_memmap(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, stream_index: int | None = None) -> np.ndarray:
-    """Decode the audio of ``src`` to raw 16 kHz mono float32 at ``dst`` and map it read-only.
-
-    For films: the scorer reads only each track's samples, so the whole
-    soundtrack never has to sit in memory.
-    """
-    from dubcore.schema import atomic_path
-    from lipsync.media.audio import audio_stream
-    from lipsync.media.errors import MediaError
-    from lipsync.media.probe import media_arg, probe, require_tool
-
-    info = probe(src)
-    stream = audio_stream(info, stream_index)
-    with atomic_path(dst, suffix=".f32") as tmp:
-        cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", media_arg(src)]
-        cmd += ["-map", f"0:{stream.index}", "-vn", "-sn", "-dn", "-ac", "1"]
-        cmd += ["-af", "aresample=16000:resampler=soxr:precision=28", "-ar", "16000", "-c:a", "pcm_f32le", "-f", "f32le", media_arg(tmp)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise MediaError(f"{src}: audio decode failed: {proc.stderr.strip()}")
-    if os.path.getsize(dst) == 0:
-        return np.zeros(0, dtype=np.float32)
-    return np.memmap(dst, dtype="<f4", mode="r")
-
 
 # --------------------------------------------------------------------------- scoring
 
@@ -508,185 +397,3 @@ def score_tracks(
     tracks = list(tracks)
     crops = crop_tracks(video, tracks, fps=fps, info=info, contract=model.contract, progress=progress)
     return {t.id: score_crops(crops[t.id], audio_16k, audio_start_frame, model, params) for t in tracks if t.id in crops}
-
-
-# --------------------------------------------------------------------------- decisions
-
-
-def smooth_scores(scores: np.ndarray, kernel: int) -> np.ndarray:
-    """Running median of ``kernel`` (odd) frames, edges repeated."""
-    from scipy.ndimage import median_filter
-
-    x = np.asarray(scores, dtype=np.float64)
-    if kernel <= 1 or len(x) == 0:
-        return x.copy()
-    return median_filter(x, size=int(kernel), mode="nearest")
-
-
-def speaking_ranges(scores: np.ndarray, first_frame: int, fps: RateLike, params: AsdParams = AsdParams()) -> tuple[FrameRange, ...]:
-    """Half-open frame ranges where the median-filtered score is above the threshold for at least the minimum duration."""
-    smoothed = smooth_scores(scores, params.median_frames(fps))
-    on = smoothed > params.threshold
-    min_len = params.min_speech_frames(fps)
-    ranges = []
-    i, n = 0, len(on)
-    while i < n:
-        if not on[i]:
-            i += 1
-            continue
-        j = i
-        while j < n and on[j]:
-            j += 1
-        if j - i >= min_len:
-            ranges.append(FrameRange(first_frame + i, first_frame + j))
-        i = j
-    return tuple(ranges)
-
-
-@dataclass(frozen=True)
-class TrackScores:
-    """Scores of one track: raw, median-filtered, and the speaking ranges derived from them."""
-
-    track_id: str
-    shot_id: str
-    frames: FrameRange
-    scores: tuple[float, ...]
-    smoothed: tuple[float, ...]
-    speaking: tuple[FrameRange, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.scores) != self.frames.duration or len(self.smoothed) != self.frames.duration:
-            raise ValueError(f"track {self.track_id}: {len(self.scores)} scores for {self.frames.duration} frames")
-
-    def score_at(self, frame: int, smoothed: bool = True) -> float | None:
-        if frame not in self.frames:
-            return None
-        return (self.smoothed if smoothed else self.scores)[frame - self.frames.start]
-
-    def is_speaking(self, frame: int) -> bool:
-        return any(frame in r for r in self.speaking)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "track_id": self.track_id,
-            "shot_id": self.shot_id,
-            "frames": self.frames.to_list(),
-            "scores": [round(float(s), 4) for s in self.scores],
-            "smoothed": [round(float(s), 4) for s in self.smoothed],
-            "speaking": [r.to_list() for r in self.speaking],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrackScores":
-        return cls(
-            track_id=str(data["track_id"]),
-            shot_id=str(data["shot_id"]),
-            frames=FrameRange.from_list(data["frames"]),
-            scores=tuple(float(s) for s in data["scores"]),
-            smoothed=tuple(float(s) for s in data["smoothed"]),
-            speaking=tuple(FrameRange.from_list(r) for r in data["speaking"]),
-        )
-
-
-@dataclass(frozen=True)
-class AsdResult:
-    """Active-speaker scores of a film's face tracks; written as ``dub-film/asd@1``."""
-
-    source: str
-    fps: Fraction
-    frame_count: int
-    tracks: tuple[TrackScores, ...]
-    params: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_scores(
-        cls,
-        source: str,
-        fps: RateLike,
-        frame_count: int,
-        tracks: Sequence[FaceTrack],
-        scores: Mapping[str, np.ndarray],
-        params: AsdParams = AsdParams(),
-        model: Mapping[str, Any] | None = None,
-    ) -> "AsdResult":
-        rate = parse_rate(fps)
-        kernel = params.median_frames(rate)
-        items = []
-        for t in tracks:
-            if t.id not in scores:
-                continue
-            s = np.asarray(scores[t.id], dtype=np.float64)
-            items.append(
-                TrackScores(
-                    track_id=t.id,
-                    shot_id=t.shot_id,
-                    frames=t.frames,
-                    scores=tuple(float(v) for v in s),
-                    smoothed=tuple(float(v) for v in smooth_scores(s, kernel)),
-                    speaking=speaking_ranges(s, t.frames.start, rate, params),
-                )
-            )
-        return cls(source=str(source), fps=rate, frame_count=int(frame_count), tracks=tuple(items),
-                   params=params.to_dict(), model=dict(model or {}))
-
-    def track(self, track_id: str) -> TrackScores:
-        for t in self.tracks:
-            if t.track_id == track_id:
-                return t
-        raise KeyError(f"no track {track_id!r} in the ASD result of {self.source}")
-
-    def speaker_at(self, frame: int, speech: bool | None = None) -> str | None:
-        """The track speaking at ``frame``, or None.
-
-        * ``speech=None`` (nothing known about the audio): among the tracks marked
-          speaking at ``frame`` (:attr:`TrackScores.speaking`), the one with the
-          highest filtered score; None when no track is marked speaking.
-        * ``speech=True`` (the caller knows a voice is heard at ``frame``, e.g.
-          from diarization or a stem's voice activity, and that it belongs on
-          screen): the visible track with the highest filtered score, whatever its
-          sign.  The ranking of faces stays right where the absolute score dips
-          below the threshold, e.g. in the quiet tail of a word.  Whether a voice
-          belongs on screen at all is the matcher's call
-          (:mod:`lipsync.speakers.match`), not this rule's.
-        * ``speech=False``: None.
-        """
-        if speech is False:
-            return None
-        best, best_score = None, -math.inf
-        for t in self.tracks:
-            if speech or t.is_speaking(frame):
-                s = t.score_at(frame)
-                if s is not None and s > best_score:
-                    best, best_score = t.track_id, s
-        return best
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "fps": format_rate(self.fps),
-            "frame_count": self.frame_count,
-            "model": self.model,
-            "params": self.params,
-            "tracks": [t.to_dict() for t in self.tracks],
-        }
-
-    def write(self, path: str | os.PathLike[str]) -> Path:
-        """Write asd.json atomically."""
-        return write_json(path, KIND, self.to_dict())
-
-
-def read_asd(path: str | os.PathLike[str]) -> AsdResult:
-    """Read asd.json (:class:`~dubcore.schema.SchemaError` naming the file when it is not one)."""
-    data = read_json(path, KIND)
-    try:
-        return AsdResult(
-            source=str(data["source"]),
-            fps=parse_rate(data["fps"]),
-            frame_count=int(data["frame_count"]),
-            tracks=tuple(TrackScores.from_dict(t) for t in data["tracks"]),
-            params=dict(data.get("params") or {}),
-            model=dict(data.get("model") or {}),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SchemaError(f"{path}: invalid asd file ({type(exc).__name__}: {exc})") from exc

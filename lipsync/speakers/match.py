@@ -44,278 +44,43 @@ other visible face's), identity (the ratio of step 2) and voice (the overlap of
 step 3).  A decision below ``review_below`` (0.5: the evidence is no better than
 a coin) or contradicted by other evidence (two faces both plausible, a speaking
 face with no voice, a weak track whose lips move) is marked ``review``.
+
+Where the code lives: :func:`cast` here; the records (:class:`CastingParams`,
+:class:`TrackLink`, :class:`DubLink`, :class:`CharacterGroup`,
+:class:`Decision`, :class:`Casting`) in :mod:`lipsync.speakers.match_records`;
+the frame masks, the speaking face (step 1) and the character union-find in
+:mod:`lipsync.speakers.match_evidence`.  Every public name is importable from
+this module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from dubcore.records import FaceTrack, Shot, SpeakerTurn
-from dubcore.timebase import FrameRange, sample_to_frame
 
-from .asd import AsdParams, smooth_scores
+from .match_evidence import _Groups, _sigmoid, _speaking_faces, drop_short_runs, ranges_of, span_frames, turn_frames
+from .match_records import Casting, CastingParams, CharacterGroup, Decision, DubLink, TrackLink
 
-
-@dataclass(frozen=True)
-class CastingParams:
-    """The rules' few parameters (see the module docstring); the ASD's own come from :class:`AsdParams`."""
-
-    asd: AsdParams = AsdParams()
-    identity_ratio: float = 0.5  # a speaker is a face's voice when the face speaks in most of its lines there
-    min_voice_overlap: float = 0.3  # a voice needs this share of its speech inside a character's lines
-    review_below: float = 0.5
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"asd": self.asd.to_dict(), "identity_ratio": self.identity_ratio,
-                "min_voice_overlap": self.min_voice_overlap, "review_below": self.review_below}
-
-
-@dataclass(frozen=True)
-class TrackLink:
-    """A face track speaking as a character (id: its main diarized speaker), with the frames where it speaks."""
-
-    track_id: str
-    shot_id: str
-    speaker: str
-    affinity: float  # identity evidence: share of the speaker's lines (face on screen) where this face speaks
-    speaking: tuple[FrameRange, ...]
-    source: str = "asd"  # or "override"
-    confidence: float = 1.0
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "track": self.track_id,
-            "shot": self.shot_id,
-            "speaker": self.speaker,
-            "affinity": round(self.affinity, 4),
-            "confidence": round(self.confidence, 4),
-            "speaking": [r.to_list() for r in self.speaking],
-            "source": self.source,
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True)
-class DubLink:
-    role: str
-    speaker: str  # the character's id
-    overlap: float  # fraction of the voice's speech inside the character's lines
-    source: str = "overlap"  # or "override"
-
-
-@dataclass(frozen=True)
-class CharacterGroup:
-    """A character: the diarized speakers and the face tracks that are one person."""
-
-    id: str
-    speakers: tuple[str, ...]
-    tracks: tuple[str, ...]
-
-    @property
-    def on_screen(self) -> bool:
-        return bool(self.tracks)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the casting decided for one face track, how sure it is, and why."""
-
-    track_id: str
-    shot_id: str
-    character: str | None
-    voice: str | None
-    driven: bool
-    confidence: float
-    reason: str
-    review: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"track": self.track_id, "shot": self.shot_id, "character": self.character, "voice": self.voice,
-                "driven": self.driven, "confidence": round(self.confidence, 4), "review": self.review, "reason": self.reason}
-
-
-@dataclass(frozen=True)
-class Casting:
-    """The result: links, characters, off-screen speakers, one decision per track."""
-
-    track_links: tuple[TrackLink, ...]
-    dub_links: tuple[DubLink, ...]
-    off_screen: tuple[str, ...]
-    notes: tuple[str, ...] = field(default_factory=tuple)
-    characters: tuple[CharacterGroup, ...] = ()
-    decisions: tuple[Decision, ...] = ()
-
-    def role_for_speaker(self, speaker: str) -> str | None:
-        """The voice that dubs character ``speaker`` (the best-overlapping one when several share its audio)."""
-        roles = self.roles_for(speaker)
-        return roles[0] if roles else None
-
-    def roles_for(self, speaker: str) -> tuple[str, ...]:
-        links = [d for d in self.dub_links if d.speaker == speaker]
-        links.sort(key=lambda d: (d.source != "override", -d.overlap))
-        return tuple(d.role for d in links)
-
-    def character_of(self, speaker: str) -> str | None:
-        """The character that diarized speaker ``speaker`` belongs to."""
-        for c in self.characters:
-            if speaker in c.speakers or speaker == c.id:
-                return c.id
-        return None
-
-    def drives(self) -> dict[str, tuple[str, tuple[FrameRange, ...]]]:
-        """``track_id -> (dub role, speaking frame ranges)`` for every track that must speak the dub."""
-        out: dict[str, tuple[str, tuple[FrameRange, ...]]] = {}
-        for link in self.track_links:
-            role = self.role_for_speaker(link.speaker)
-            if role is not None and link.speaking:
-                out[link.track_id] = (role, link.speaking)
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "track_links": [t.to_dict() for t in self.track_links],
-            "dub_links": [
-                {"role": d.role, "speaker": d.speaker, "overlap": round(d.overlap, 4), "confidence": round(d.overlap, 4)
-                 if d.source != "override" else 1.0, "source": d.source} for d in self.dub_links
-            ],
-            "off_screen": list(self.off_screen),
-            "drives": {tid: {"role": role, "speaking": [r.to_list() for r in ranges]} for tid, (role, ranges) in self.drives().items()},
-            "decisions": [d.to_dict() for d in self.decisions],
-            "notes": list(self.notes),
-        }
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def turn_frames(turns: Iterable[SpeakerTurn], fps: Fraction, frame_count: int) -> dict[str, np.ndarray]:
-    """Per speaker, a boolean mask over the film's frames: True where the speaker talks."""
-    masks: dict[str, np.ndarray] = {}
-    for turn in turns:
-        mask = masks.setdefault(turn.speaker, np.zeros(frame_count, bool))
-        a = sample_to_frame(turn.start_sample, fps, turn.sample_rate, "floor")
-        b = sample_to_frame(turn.end_sample, fps, turn.sample_rate, "ceil")
-        mask[max(0, a) : min(frame_count, b)] = True
-    return masks
-
-
-def span_frames(spans: Iterable[tuple[int, int]], rate: int, fps: Fraction, frame_count: int) -> np.ndarray:
-    """A boolean mask over the film's frames: True where any half-open sample span (at ``rate``) touches."""
-    mask = np.zeros(frame_count, bool)
-    for a, b in spans:
-        f0 = sample_to_frame(int(a), fps, rate, "floor")
-        f1 = sample_to_frame(int(b), fps, rate, "ceil")
-        mask[max(0, f0) : min(frame_count, f1)] = True
-    return mask
-
-
-def ranges_of(mask: np.ndarray, offset: int = 0) -> tuple[FrameRange, ...]:
-    """Half-open runs of True in ``mask`` as frame ranges shifted by ``offset``."""
-    padded = np.concatenate([[False], mask.astype(bool), [False]])
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    return tuple(FrameRange(int(a) + offset, int(b) + offset) for a, b in zip(edges[::2], edges[1::2]))
-
-
-def drop_short_runs(mask: np.ndarray, min_len: int) -> np.ndarray:
-    out = mask.astype(bool).copy()
-    if min_len <= 1:
-        return out
-    for r in ranges_of(out):
-        if r.duration < min_len:
-            out[r.start : r.end] = False
-    return out
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
-
-
-class _Groups:
-    """Union-find over face tracks and speakers that never joins two faces of one shot."""
-
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-        self.shots: dict[str, dict[str, str]] = {}  # root -> {shot id: track id}
-
-    def add(self, node: str, shot: str | None = None, track: str | None = None) -> None:
-        if node not in self.parent:
-            self.parent[node] = node
-            self.shots[node] = {shot: track} if shot is not None and track is not None else {}
-
-    def find(self, node: str) -> str:
-        while self.parent[node] != node:
-            self.parent[node] = self.parent[self.parent[node]]
-            node = self.parent[node]
-        return node
-
-    def conflict(self, a: str, b: str) -> str | None:
-        """The shot in which joining ``a`` and ``b`` would put two faces in one character, if any."""
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return None
-        sa, sb = self.shots[ra], self.shots[rb]
-        for shot in set(sa) & set(sb):
-            if sa[shot] != sb[shot]:
-                return shot
-        return None
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra
-            self.shots[ra].update(self.shots.pop(rb))
-
-
-# --------------------------------------------------------------------------- the casting
-
-
-@dataclass
-class _Face:
-    track: FaceTrack
-    speaking: np.ndarray  # over the track's frames: this face is the speaking face
-    smoothed: np.ndarray  # its median-filtered Light-ASD logits, over the track's frames
-    heard: int  # frames of the track with speech heard
-    lips: int  # frames where its own filtered score is above the boundary while speech is heard
-
-
-def _speaking_faces(shots: Sequence[Shot], tracks: Sequence[FaceTrack], scores: Mapping[str, np.ndarray],
-                    speech: np.ndarray, competing: set[str], fps: Fraction, params: CastingParams) -> dict[str, _Face]:
-    """Step 1 for every track (a non-competing track gets its own evidence but wins no frame)."""
-    kernel = params.asd.median_frames(fps)
-    min_len = params.asd.min_speech_frames(fps)
-    boundary = params.asd.threshold
-    faces: dict[str, _Face] = {}
-    by_shot: dict[str, list[FaceTrack]] = {}
-    for t in tracks:
-        by_shot.setdefault(t.shot_id, []).append(t)
-    for shot_id, shot_tracks in by_shot.items():
-        a = min(t.frames.start for t in shot_tracks)
-        b = max(t.frames.end for t in shot_tracks)
-        n = b - a
-        sm = np.full((len(shot_tracks), n), -np.inf)
-        for i, t in enumerate(shot_tracks):
-            s = np.asarray(scores.get(t.id, np.full(t.frames.duration, -np.inf)), dtype=np.float64)
-            if len(s) != t.frames.duration:
-                raise ValueError(f"{t.id}: {len(s)} ASD scores for {t.frames.duration} frames")
-            sm[i, t.frames.start - a : t.frames.end - a] = smooth_scores(s, kernel) if np.isfinite(s).all() else s
-        heard = speech[a:b]
-        live = np.array([t.id in competing for t in shot_tracks])
-        comp = np.where(live[:, None], sm, -np.inf)
-        winner = np.argmax(comp, axis=0)
-        best = comp[winner, np.arange(n)]
-        for i, t in enumerate(shot_tracks):
-            sl = slice(t.frames.start - a, t.frames.end - a)
-            own = sm[i, sl]
-            mine = heard[sl] & live[i] & (winner[sl] == i) & (best[sl] > boundary)
-            faces[t.id] = _Face(t, drop_short_runs(mine, min_len), own.copy(), int(heard[sl].sum()),
-                                int(np.sum(heard[sl] & (own > boundary))))
-    return faces
+__all__ = [
+    "Casting",
+    "CastingParams",
+    "CharacterGroup",
+    "Decision",
+    "DubLink",
+    "TrackLink",
+    "cast",
+    "drop_short_runs",
+    "link_tracks",
+    "match_dub",
+    "ranges_of",
+    "span_frames",
+    "turn_frames",
+]
 
 
 def cast(

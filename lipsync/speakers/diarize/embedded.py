@@ -1,7 +1,8 @@
 """The ``embedded`` backend (offline): local segmentation, GE2E embeddings, turns.
 
 Steps 1, 2 and 4 of the :mod:`lipsync.speakers.diarize` docstring; step 3 (how many speakers,
-and which is which) is in :mod:`.clustering`.
+and which is which) is in :mod:`.clustering`; the voice encoder's mel features are
+:mod:`lipsync.audio.voice_mel`.
 """
 
 from __future__ import annotations
@@ -165,8 +166,11 @@ def _embed(encoder, waveform, binarized, model, params: DiarizationParams, progr
     import torch
     from resemblyzer import hparams as rz
 
-    hop = MODEL_SAMPLE_RATE * rz.mel_window_step // 1000  # 160 samples = 10 ms
-    mel, power = _mel_frames(waveform, hop)
+    from lipsync.audio.voice_mel import VoiceMelParams, voice_mel_frames
+
+    mel_params = VoiceMelParams(MODEL_SAMPLE_RATE, rz.mel_window_length, rz.mel_window_step, rz.mel_n_channels)
+    hop = mel_params.hop  # 160 samples = 10 ms
+    mel, power = voice_mel_frames(waveform, mel_params)
     num_mel = len(mel)
     data = binarized.data  # (chunks, frames, speakers) 0/1
     num_chunks, num_frames, num_local = data.shape
@@ -242,29 +246,6 @@ def _embed(encoder, waveform, binarized, model, params: DiarizationParams, progr
     if progress is not None:
         progress(2 * num_chunks, 2 * num_chunks)
     return embeddings, {(c, s): sel for c, s, sel in jobs}
-
-
-def _mel_frames(waveform: np.ndarray, hop: int, block_frames: int = 6000) -> tuple[np.ndarray, np.ndarray]:
-    """resemblyzer's mel features (power, 40 bands, 25 ms / 10 ms) of the whole file, computed in blocks,
-    and the mean power of the 10 ms around each frame centre."""
-    import librosa
-    from resemblyzer import hparams as rz
-
-    n_fft = MODEL_SAMPLE_RATE * rz.mel_window_length // 1000  # 400
-    num = 1 + len(waveform) // hop  # librosa center=True frame count
-    padded = np.pad(waveform, (n_fft // 2, n_fft // 2))
-    mels = []
-    for f0 in range(0, num, block_frames):
-        f1 = min(num, f0 + block_frames)
-        seg = padded[f0 * hop : (f1 - 1) * hop + n_fft]
-        m = librosa.feature.melspectrogram(y=seg, sr=MODEL_SAMPLE_RATE, n_fft=n_fft, hop_length=hop, n_mels=rz.mel_n_channels, center=False)
-        mels.append(m.T.astype(np.float32))
-    mel = np.concatenate(mels)[:num]
-    sq = np.pad(waveform.astype(np.float64) ** 2, (hop // 2, hop))
-    csum = np.concatenate([[0.0], np.cumsum(sq)])
-    starts = np.arange(num) * hop
-    power = (csum[starts + hop] - csum[starts]) / hop
-    return mel, power.astype(np.float32)
 
 
 def _split_blocks(seg, binarized, blocks: int):  # type: ignore[no-untyped-def]
