@@ -2,7 +2,7 @@
 
 Renders the first frames of a shared talking-head clip with random Wav2Lip weights, once with the
 Gaussian-blurred mask dub-film used before (rebuilt for every frame, border forced to zero) and once
-with the current one (:func:`lipsync.inference.blend_mask`: smoothstep ramps that reach zero inside
+with the current one (:func:`lipsync.render.blend.blend_mask`: smoothstep ramps that reach zero inside
 the crop, cached per crop size), and reports for each:
 
 * the largest step of (output - source) luma between neighbouring pixels across the mask's border
@@ -54,7 +54,9 @@ def main() -> None:
 
     from dubcore.records import ShotList
     from dubcore.timebase import FrameRange
-    from lipsync import inference
+    from lipsync.render import blend as inference
+    from lipsync.render.engine import LipSyncEngine
+    from lipsync.render.params import LipSyncParams, TrackDrive
     from lipsync.faces.detect import build_detector
     from lipsync.faces.pipeline import track_film_faces
     from lipsync.media import FrameReader, probe
@@ -93,10 +95,10 @@ def main() -> None:
             )
             if mask_fn is new_mask:
                 new_mask.cache_clear()
-            engine = inference.LipSyncEngine(model, "cpu", inference.LipSyncParams(batch_size=16))
+            engine = LipSyncEngine(model, "cpu", LipSyncParams(batch_size=16))
             seg = Path(tmp) / f"seg{calls[0]}{len(name)}.mkv"
             t0 = time.perf_counter()
-            engine.render_shot(args.clip, FrameRange(0, n), [inference.TrackDrive(track, audio)], seg, info=info)
+            engine.render_shot(args.clip, FrameRange(0, n), [TrackDrive(track, audio)], seg, info=info)
             render_s = time.perf_counter() - t0
             inference.blend_mask, inference._chroma_mask = new_mask, new_chroma
             w, h = v.width, v.height

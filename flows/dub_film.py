@@ -44,7 +44,7 @@ from tasks.speakers import (
 def publish_paths(root: Path, source_job: DubJob, job: DubJob, plan, scratch: Path) -> None:  # type: ignore[no-untyped-def]
     """No published JSON points outside the output (:func:`lipsync.publish.make_portable`): inputs by the
     names the job gave them, voices by the dub track they were made from, working files not at all."""
-    from lipsync.cache import default_cache_dir
+    from lipsync.render.cache import default_cache_dir
     from lipsync.publish import make_portable
 
     replace: dict[str, str] = {}
@@ -192,11 +192,14 @@ def lipsync_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path, pla
         for shot in shots:
             renders[shot.id] = passthrough_task(shot, root / "shots" / shot.id, "lip-sync not requested (options.lipsync_checkpoint is unset)")
         return renders
+    from lipsync.media.assemble import resolve_settings
     from lipsync.models.wav2lip import Wav2Lip
     from lipsync.render import ShotJob
     from lipsync.speakers.stage import SAMPLE_RATE
 
     video = pre.info.require_video()
+    # Segments are encoded as the film is delivered, so assembly copies them without decoding them again.
+    delivery = resolve_settings(encode_settings(job, pre.source_info or pre.info), video, "." + output_name(job).rsplit(".", 1)[-1])
     jobs = []
     if plan is not None:
         if Wav2Lip.contract.sample_rate != SAMPLE_RATE:  # the voices were prepared at the speaker stage's rate
@@ -214,7 +217,8 @@ def lipsync_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path, pla
             jobs.append(ShotJob(str(pre.film), video.fps, shot.frames, driven, first.audio,
                                 str(scratch / "shots" / shot.id / "segment.mkv"),
                                 track_audio={tid: d.audio for tid, d in drives.items()},
-                                speaking={tid: d.speaking for tid, d in drives.items()}, shot_id=shot.id))
+                                speaking={tid: d.speaking for tid, d in drives.items()}, shot_id=shot.id,
+                                settings=delivery, info=pre.info))
         renders.update(lipsync_shots(jobs, {s.id: s for s in shots}, job.options, root / "shots"))
         if jobs_out is not None:
             jobs_out.extend(jobs)
@@ -227,7 +231,7 @@ def lipsync_stage(job: DubJob, pre, shots, faces, root: Path, scratch: Path, pla
         (root / "shots" / shot.id).mkdir(parents=True, exist_ok=True)
         (scratch / "shots" / shot.id).mkdir(parents=True, exist_ok=True)
         jobs.append(ShotJob(str(pre.film), video.fps, shot.frames, tracking.tracks, str(dialogue.path),
-                            str(scratch / "shots" / shot.id / "segment.mkv"), shot_id=shot.id))
+                            str(scratch / "shots" / shot.id / "segment.mkv"), shot_id=shot.id, settings=delivery, info=pre.info))
     renders.update(lipsync_shots(jobs, {s.id: s for s in shots}, job.options, root / "shots"))
     if jobs_out is not None:
         jobs_out.extend(jobs)
@@ -308,7 +312,7 @@ def retry_stage(job: DubJob, pre, shots, faces, renders, report, shot_jobs, voic
     import dataclasses
 
     from dubcore.schema import write_json
-    from lipsync.inference import LipSyncParams
+    from lipsync.render.params import LipSyncParams
     from lipsync.qc.shots import take_score
 
     logger = get_run_logger()

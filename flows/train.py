@@ -28,7 +28,7 @@ from tasks.train import dataset_task, expert_task, wav2lip_task
 def _workdir(output: str) -> Path:
     if scheme_of(output) == "file":
         return Path(output[len("file://"):] if output.startswith("file://") else output).expanduser()
-    from lipsync.cache import default_cache_dir
+    from lipsync.render.cache import default_cache_dir
 
     return default_cache_dir() / "train" / hashlib.sha256(output.encode("utf-8")).hexdigest()[:16]
 

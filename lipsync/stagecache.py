@@ -3,11 +3,11 @@
 The review loop runs a job, an operator edits the manifest's ``casting`` section, and
 the job runs again: only the casting, and the shots whose drives changed, should be
 redone.  Every analysis stage is therefore cached on a key, like the rendered shots
-of :mod:`lipsync.cache`: the SHA-256 of
+of :mod:`lipsync.render.cache`: the SHA-256 of
 
 * the stage's name and :data:`STAGE_VERSIONS` entry (bumped when the stage's output
   changes for the same inputs);
-* the film's bytes (:func:`lipsync.cache.file_digest`, remembered per path, size and
+* the film's bytes (:func:`lipsync.render.cache.file_digest`, remembered per path, size and
   modification time, in this process and in the cache folder) -- or, for the dub
   voices, the bytes of every dub stem;
 * the job options that decide the stage's output (:data:`STAGE_OPTIONS`; never the
@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .cache import default_cache_dir, file_digest
+from .render.cache import default_cache_dir, file_digest
 
 #: Bump an entry when that stage's output changes for the same inputs (invalidates it and the stages after it).
 STAGE_VERSIONS: dict[str, int] = {
@@ -59,7 +59,7 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
 
 
 def cache_root(options: Any) -> Path:
-    """The job's cache folder: ``options.cache_dir``, else :func:`lipsync.cache.default_cache_dir`."""
+    """The job's cache folder: ``options.cache_dir``, else :func:`lipsync.render.cache.default_cache_dir`."""
     return Path(options.cache_dir).expanduser() if getattr(options, "cache_dir", None) else default_cache_dir()
 
 

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dubcore.manifest import DubJob
 from dubcore.records import FaceTrack
-from lipsync.cache import default_cache_dir
+from lipsync.render.cache import default_cache_dir
 from lipsync.store import resolve
 
 from .faces import _device

@@ -14,18 +14,23 @@ from prefect.cache_policies import NO_CACHE
 from dubcore.manifest import JobOptions
 from dubcore.records import Shot
 from dubcore.schema import write_json
-from lipsync.cache import SegmentCache, default_cache_dir, shot_key
-from lipsync.distributed import ShotJobError, make_pool
-from lipsync.inference import LipSyncOutOfMemoryError, LipSyncParams
+from lipsync.render.cache import SegmentCache, default_cache_dir, shot_key
+from lipsync.render.pool import ShotJobError, make_pool
+from lipsync.render.params import LipSyncOutOfMemoryError, LipSyncParams
 from lipsync.render import LipSyncWorker, ShotJob, render_summary
 from lipsync.store import resolve
 
 from .progress import reporter
 
 
+def write_shot_json(shots_dir: Path, shot: Shot, render: dict[str, Any]) -> Path:
+    """``shots/<shot id>/shot.json``: the shot and what the lip-sync stage did with it."""
+    return write_json(shots_dir / shot.id / "shot.json", "report", {"shot": shot.to_dict(), "render": render})
+
+
 def passthrough(shot: Shot, shot_dir: Path, reason: str) -> dict[str, Any]:
     render = {"status": "unchanged", "reason": reason, "segment": None}
-    write_json(shot_dir / "shot.json", "report", {"shot": shot.to_dict(), "render": render})
+    write_shot_json(shot_dir.parent, shot, render)
     return render
 
 
@@ -149,7 +154,7 @@ def lipsync_shots(jobs: list[ShotJob], shots: dict[str, Shot], options: JobOptio
                     SegmentCache(cache_root).take(key, out)
             summary = {**cached, "segment": str(segment), "cache_key": key}
             summaries[job.shot_id] = summary
-            write_json(shots_dir / job.shot_id / "shot.json", "report", {"shot": shots[job.shot_id].to_dict(), "render": summary})
+            write_shot_json(shots_dir, shots[job.shot_id], summary)
             logger.info("%s rendered: %s", job.shot_id, {t["id"]: t["synthesized"] for t in summary.get("tracks", [])})
             progress(len(summaries), len(jobs))
     finally:

@@ -26,9 +26,9 @@ DETERMINISTIC_NAMES = (
 def is_transient(exc: BaseException) -> bool:
     """True when trying again may succeed (see the module docstring)."""
     from dubcore.storage import StorageError, TransientStorageError
-    from lipsync.distributed import ShotJobError
+    from lipsync.render.pool import ShotJobError
     from lipsync.faces.retinaface import DetectorOutOfMemoryError
-    from lipsync.inference import LipSyncOutOfMemoryError
+    from lipsync.render.params import LipSyncOutOfMemoryError
 
     if isinstance(exc, (LipSyncOutOfMemoryError, DetectorOutOfMemoryError, MemoryError, ConnectionError, TimeoutError)):
         return True

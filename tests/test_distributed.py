@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lipsync.distributed import (
+from lipsync.render.pool import (
     ADDRESS_ENV,
     LocalPool,
     PoolError,

@@ -31,8 +31,9 @@ def long_dub_job(tmp_path_factory):
 
 
 def test_transient_or_not():
+    from dubcore.s3 import S3Throttled
     from dubcore.storage import StorageError
-    from lipsync.inference import LipSyncOutOfMemoryError
+    from lipsync.render.params import LipSyncOutOfMemoryError
     from lipsync.media.errors import MediaError
     from lipsync.media.probe import DamagedMediaError
     from lipsync.speakers.plan import CastingError
@@ -42,7 +43,7 @@ def test_transient_or_not():
                 StorageError("s3://b/k: no such key")):
         assert not is_transient(exc), exc
     for exc in (LipSyncOutOfMemoryError("x"), ConnectionError("x"), TimeoutError("x"), OSError("disk"),
-                StorageError("s3://b/k: SlowDown, throttled")):
+                S3Throttled("s3://b/k: SlowDown, throttled")):
         assert is_transient(exc), exc
 
 

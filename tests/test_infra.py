@@ -196,7 +196,7 @@ def test_ray_vm_cluster_config() -> None:
 
 
 def test_ray_address_variable_documented_exists() -> None:
-    from lipsync import distributed
+    from lipsync.render import pool as distributed
 
     assert distributed.ADDRESS_ENV == "DUB_RAY_ADDRESS"
     assert distributed.ADDRESS_ENV in (INFRA / "ray" / "README.md").read_text()

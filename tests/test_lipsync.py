@@ -13,7 +13,9 @@ from dub.cli import app
 from dubcore.records import ShotList
 from dubcore.timebase import FrameRange
 from lipsync.faces.facesfile import read_faces
-from lipsync.inference import LipSyncEngine, LipSyncParams, TrackDrive, crop_box
+from lipsync.render.blend import crop_box
+from lipsync.render.engine import LipSyncEngine
+from lipsync.render.params import LipSyncParams, TrackDrive
 from lipsync.media import FrameReader, probe
 from lipsync.media.audio import load_audio
 from lipsync.media.synth import make_moving_face
@@ -125,7 +127,7 @@ def test_dub_lipsync_on_a_generated_23_976_fps_shot(tmp_path, checkpoint, model_
 @pytest.mark.parametrize("fps", [Fraction(25), Fraction(24000, 1001)])
 def test_block_wise_mel_windows_equal_the_whole_shot_computation(fps):
     from lipsync.audio.mel import mel_windows, melspectrogram
-    from lipsync.inference import _Windows
+    from lipsync.render.audio import _Windows
 
     contract = Wav2Lip.contract
     rng = np.random.default_rng(1)

@@ -25,7 +25,10 @@ from determinism import one_torch_thread  # noqa: F401  (autouse: one torch thre
 from dub.cli import app
 from dubcore.records import FaceObservation, FaceTrack, ShotList
 from dubcore.timebase import FrameRange
-from lipsync.inference import BlendParams, CropParams, LipSyncEngine, LipSyncParams, NpzDump, TrackDrive, blend_mask, crop_box
+from lipsync.render.blend import blend_mask, crop_box
+from lipsync.render.engine import LipSyncEngine
+from lipsync.render.generator import NpzDump
+from lipsync.render.params import BlendParams, CropParams, LipSyncParams, TrackDrive
 from lipsync.media import FrameReader, probe
 from lipsync.qc.seam import border_step as _border_step
 from lipsync.media.audio import load_audio
@@ -224,7 +227,7 @@ def test_no_seam_on_a_real_talking_head(tmp_path, checkpoint, face_detector):
     (track,) = tracking.tracks
     engine = LipSyncEngine(load_wav2lip(checkpoint), "cpu", LipSyncParams(batch_size=8))
     audio = load_audio(shared("talking-heads", "fayu.wav"), 16000)
-    from lipsync.inference import _chroma_mask
+    from lipsync.render.blend import _chroma_mask
 
     blend_mask.cache_clear()
     _chroma_mask.cache_clear()  # an earlier render of the same clip in this process would have filled it

@@ -112,7 +112,8 @@ def test_crops_are_the_frames_shown(built_dataset: Path) -> None:
     """Each crop is the tracked face of its own film frame: best match among its neighbours, and close."""
     import cv2
 
-    from lipsync.inference import CropParams, crop_box
+    from lipsync.render.blend import crop_box
+    from lipsync.render.params import CropParams
 
     ds = TrainingSet(built_dataset)
     film = shared("asd-two-face-composite", f"{COMPOSITE}.mp4")

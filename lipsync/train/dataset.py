@@ -28,8 +28,8 @@ memory-mapped ``.npy``, so a film is never held):
    the expert's and Wav2Lip's 5-frame windows must fit); runs longer than
    ``max_clip_frames`` are cut into near-equal consecutive clips (bounded
    memory for readers that load a clip);
-5. **crops** are the inference crop (:func:`lipsync.inference.crop_box` with
-   :class:`~lipsync.inference.CropParams`, resized to ``face_size`` as
+5. **crops** are the inference crop (:func:`lipsync.render.blend.crop_box` with
+   :class:`~lipsync.render.params.CropParams`, resized to ``face_size`` as
    ``Wav2Lip.contract.resize_face`` does: bilinear, the training contract), of the same pixels :meth:`LipSyncEngine.render_shot` sees:
    4:2:0 sources are read as their planes and converted with OpenCV
    (``even=True`` boxes), others as ``bgr24``;
@@ -164,7 +164,8 @@ def inference_crop(bgr: np.ndarray, box: Sequence[float], face_size: int, crop: 
     """The face crop Wav2Lip inference feeds the generator (:meth:`LipSyncEngine.render_shot`): uint8 BGR ``(S, S, 3)``.
 
     Resized by the training contract (``Wav2Lip.contract.resize_face``)."""
-    from lipsync.inference import CropParams, crop_box
+    from lipsync.render.blend import crop_box
+    from lipsync.render.params import CropParams
     from lipsync.models.wav2lip import Wav2Lip
 
     h, w = bgr.shape[:2]
@@ -174,7 +175,8 @@ def inference_crop(bgr: np.ndarray, box: Sequence[float], face_size: int, crop: 
 
 def pixel_domain(pix_fmt: str, width: int, height: int) -> tuple[Any, bool]:
     """How inference reads this video's pixels: its domain (``read_fmt``, ``to_bgr``) and whether crop boxes are even."""
-    from lipsync.inference import _domain, _I420Domain
+    from lipsync.render.blend import I420Domain as _I420Domain
+    from lipsync.render.blend import frame_domain as _domain
 
     domain = _domain(pix_fmt, width, height)
     return domain, isinstance(domain, _I420Domain)
@@ -240,7 +242,7 @@ def write_film_clips(
     entries (split ``"train"``) and the film's row of ``dataset.json``; every file
     written is appended to ``written`` first (so a caller can remove them on failure).
     """
-    from lipsync.inference import CropParams
+    from lipsync.render.params import CropParams
 
     crop = crop or CropParams()
     written = written if written is not None else []
@@ -352,7 +354,7 @@ def build_dataset(
     from dubcore.storage import open_storage
     from lipsync.faces.facesfile import write_faces
     from lipsync.faces.pipeline import FaceTrackingParams, track_film_faces
-    from lipsync.inference import CropParams
+    from lipsync.render.params import CropParams
     from lipsync.media.audio import audio_stream
     from lipsync.media.probe import probe
     from lipsync.shots import detect_shots

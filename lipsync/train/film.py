@@ -59,7 +59,7 @@ class FilmFinetune:
 def finetune_key(film: str | os.PathLike[str], tracks: Sequence[FaceTrack], asd: Any, init: str | os.PathLike[str],
                  expert: str | os.PathLike[str], settings: Mapping[str, Any], memo_dir: Path | None = None) -> str:
     """Hex SHA-256 of everything the tuned weights depend on."""
-    from lipsync.cache import file_digest
+    from lipsync.render.cache import file_digest
 
     doc = {
         "version": FINETUNE_VERSION,

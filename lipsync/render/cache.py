@@ -7,6 +7,7 @@ A shot's key is the SHA-256 of everything that decides its pixels:
   drives it, and the frame ranges where it speaks;
 * the lip-sync parameters that change the picture (crop, blend; not the batch size,
   which only decides speed) and the checkpoint's bytes;
+* the segment's encode (the film's delivery codec and quality);
 * :data:`RENDER_VERSION`, bumped whenever the renderer's output changes.
 
 A hit is the FFV1 segment and its render summary, stored under the key: the same
@@ -30,12 +31,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .render import ShotJob
+from .job import ShotJob
 
 #: Bump when the renderer's output changes for the same inputs (invalidates every entry).
 #: 2: Wav2Lip's training contract (floor mel windows, bilinear face resize, truncated output)
 #: and the blend mask that reaches zero inside the crop.
-RENDER_VERSION = 2
+#: 3: segments are encoded in the film's delivery codec (the settings are part of the key) and copied
+#: into the film; the blend works on the crop's own pixels.
+RENDER_VERSION = 3
 
 _DIGESTS: dict[tuple[str, int, int, str], str] = {}
 _DIGESTS_LOCK = threading.Lock()
@@ -130,6 +133,7 @@ def shot_key(job: ShotJob, checkpoint: str | Path, params: Any = None, memo_dir:
             tid: [r.to_list() for r in ranges] for tid, ranges in sorted(job.speaking.items())},
         "params": picture_params,
         "checkpoint": file_digest(checkpoint, memo_dir),
+        "encode": None if job.settings is None else dataclasses.asdict(dataclasses.replace(job.settings, audio_language=None)),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 

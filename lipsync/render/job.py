@@ -1,24 +1,25 @@
 """Shot render jobs: picklable descriptions of one shot's lip-sync, and the worker that runs them.
 
 A :class:`ShotJob` names files, not arrays, so it can travel to another process
-or machine (Ray); a :class:`LipSyncWorker` loads the generator once and renders
-any number of jobs with it.
+or machine (Ray); it carries the source's probe and the film's delivery encode, so
+a worker neither probes the source again nor guesses the codec.  A
+:class:`LipSyncWorker` loads the generator once and renders any number of jobs with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-import soundfile as sf
-
 from dubcore.records import FaceTrack
-from dubcore.timebase import FrameRange, frame_to_sample
+from dubcore.timebase import FrameRange
 
-from .inference import LipSyncEngine, LipSyncParams, ShotRender, TrackDrive
+from ..media.frames import EncodeSettings
+from ..media.probe import MediaInfo
+from .audio import read_track_audio
+from .engine import LipSyncEngine
+from .params import LipSyncParams, ShotRender, TrackDrive
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class ShotJob:
     ``audio`` is a WAV whose sample 0 is the film's frame 0 (any channel count;
     downmixed to mono, resampled if needed).  ``track_audio`` optionally gives a
     per-track WAV instead.  ``speaking`` optionally restricts synthesis per track.
+    ``settings`` is the film's delivery encode (resolved; the segment is written with
+    it and copied into the film as it is), ``None`` for a lossless FFV1 segment;
+    ``info`` is the source's probe (``None``: the worker probes it).
     """
 
     video: str
@@ -40,32 +44,18 @@ class ShotJob:
     speaking: Mapping[str, tuple[FrameRange, ...]] | None = None
     shot_id: str = ""
     params: LipSyncParams | None = None  # other crop / blend / batch than the worker's (a second take)
-
-
-def read_track_audio(path: str | Path, frames: FrameRange, fps: Fraction, sample_rate: int, tail_samples: int) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate`` from the first sample of ``frames`` to ``tail_samples`` past its end."""
-    info = sf.info(str(path))
-    if info.samplerate != sample_rate:
-        raise ValueError(
-            f"{path}: audio at {info.samplerate} Hz, the lip-sync model needs {sample_rate} Hz; "
-            f"resample it first (lipsync.media.audio.to_wav(..., sample_rate={sample_rate}))"
-        )
-    start = frame_to_sample(frames.start, fps, sample_rate)
-    stop = frame_to_sample(frames.end, fps, sample_rate) + tail_samples
-    data, _ = sf.read(str(path), start=min(start, info.frames), stop=min(stop, info.frames), dtype="float32", always_2d=True)
-    return data.mean(axis=1)
+    settings: EncodeSettings | None = None
+    info: MediaInfo | None = None
 
 
 class LipSyncWorker:
     """Loads the generator once (in ``__init__``) and renders shot after shot with it."""
 
     def __init__(self, checkpoint: str, device: str = "auto", params: LipSyncParams = LipSyncParams(), store: str | None = None) -> None:
-        if device == "auto":
-            import torch
+        from ..device import resolve_device
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
-        self.engine = LipSyncEngine.from_checkpoint(checkpoint, device, params, store)
+        self.device = resolve_device(device)
+        self.engine = LipSyncEngine.from_checkpoint(checkpoint, self.device, params, store)
 
     def run(self, job: ShotJob) -> ShotRender:
         c = self.engine.contract
@@ -77,7 +67,7 @@ class LipSyncWorker:
             speaking = None if job.speaking is None else job.speaking.get(track.id)
             drives.append(TrackDrive(track, audio, speaking))
         engine = self.engine if job.params is None else self.engine.with_params(job.params)
-        return engine.render_shot(job.video, job.frames, drives, job.out)
+        return engine.render_shot(job.video, job.frames, drives, job.out, info=job.info, settings=job.settings)
 
 
 def render_summary(render: ShotRender) -> dict[str, Any]:
