@@ -129,8 +129,10 @@ class JobOptions(_Strict):
     vfr_policy: Literal["refuse", "conform"] = Field(
         "refuse", description="Variable-frame-rate film: 'refuse' stops with an error, 'conform' converts it to CFR first."
     )
-    face_weights: str = Field(
-        "retinaface_mobilenet0.25", description="Face detector weights: a model-store entry (`dub models list`) or a checkpoint path."
+    face_weights: str = Field(  # = lipsync.faces.detect.DEFAULT_DETECTOR (dubcore imports no lipsync; a test checks it)
+        "retinaface_mobilenet0.25",
+        description="Face detector: a model-store entry (`dub models list`) whose family picks the detector, "
+        "or a checkpoint path (a RetinaFace file).",
     )
     face_device: str = Field("auto", description="Device of the face detector: auto (CUDA when present), cpu, cuda, cuda:N.")
     face_batch_size: int = Field(16, ge=1, description="Frames per face-detector batch.")

@@ -253,7 +253,7 @@ def track_job_faces(film, shots, info, options, device: str, store=None, progres
     from .faces.detect import build_detector
     from .faces.pipeline import track_film_faces
 
-    detector = build_detector("retinaface", weights=options.face_weights, store=store, device=device,
+    detector = build_detector(options.face_weights, device=device, store=store,  # the entry's family picks the detector
                               batch_size=options.face_batch_size, max_size=options.face_max_size)
     return track_film_faces(film, shots, detector, face_tracking_params(options), batch_size=options.face_batch_size,
                             info=info, progress=progress)

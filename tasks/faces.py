@@ -1,4 +1,4 @@
-"""Faces, per shot: RetinaFace in batches, tracking and smoothing; faces.json for the film."""
+"""Faces, per shot: the job's face detector (options.face_weights) in batches, tracking and smoothing; faces.json for the film."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _device(name: str) -> str:
 @lru_cache(maxsize=2)
 def _detector(weights: str, device: str, batch_size: int, max_size: int) -> FaceDetector:
     """One detector per process and settings: the model is loaded once, not per shot."""
-    return build_detector("retinaface", weights=weights, device=device, batch_size=batch_size, max_size=max_size)
+    return build_detector(weights, device=device, batch_size=batch_size, max_size=max_size)  # the entry's family picks it
 
 
 def tracking_params(options: JobOptions) -> FaceTrackingParams:

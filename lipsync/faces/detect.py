@@ -2,19 +2,41 @@
 
 A detector maps a list of frames (``H x W x 3`` uint8 **BGR**, as OpenCV and
 ffmpeg's ``bgr24`` deliver them) to one :class:`Detections` per frame, in source
-pixels.  Implementations register a factory in :data:`DETECTORS`;
-:func:`build_detector` builds one by name.  This module does not import torch.
+pixels.  Implementations register a builder in :data:`DETECTORS` under a model
+family of the store (:mod:`lipsync.store`); :func:`build_detector` builds the
+detector of a store entry by the entry's ``family`` (a checkpoint file given by
+path is :data:`DEFAULT_FAMILY`'s).  This module does not import torch.
 """
 
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["DETECTORS", "Detections", "FaceDetector", "build_detector"]
+from .. import store as model_store
+from ..store import UnknownWeightsError
+
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "DEFAULT_FAMILY",
+    "DETECTORS",
+    "Detections",
+    "FaceDetector",
+    "UnknownDetectorError",
+    "build_detector",
+    "detector_family",
+]
+
+#: The detector family of a checkpoint given as a file path rather than a store entry.
+DEFAULT_FAMILY = "retinaface"
+#: The default face detector: the model store's default entry of :data:`DEFAULT_FAMILY`
+#: (the default of ``options.face_weights`` and of the CLI's ``--weights`` / ``--face-weights``).
+DEFAULT_DETECTOR: str = model_store.DEFAULTS[DEFAULT_FAMILY]
 
 
 def _frozen(a: Any, tail: tuple[int, ...], name: str) -> np.ndarray:
@@ -86,16 +108,74 @@ def _retinaface(**kw: Any) -> FaceDetector:
     return RetinaFaceDetector(**kw)
 
 
-#: Detector factories by name.
+#: Detector builders by model-store family.  A builder takes ``weights`` (an entry name or a
+#: checkpoint path), ``store``, ``device`` and the detector's own settings, all as keywords.
 DETECTORS: dict[str, Callable[..., FaceDetector]] = {
     "retinaface": _retinaface,
 }
 
 
-def build_detector(name: str, **kw: Any) -> FaceDetector:
-    """Build the detector registered as ``name`` with keyword settings ``kw``."""
-    try:
-        factory = DETECTORS[name]
-    except KeyError:
-        raise ValueError(f"unknown face detector {name!r}; known: {', '.join(sorted(DETECTORS))}") from None
-    return factory(**kw)
+class UnknownDetectorError(UnknownWeightsError, ValueError):
+    """Weights that name no face detector: neither a store entry nor a file, or an entry of a family without a builder."""
+
+
+def _known() -> str:
+    return ", ".join(sorted(DETECTORS))
+
+
+def detector_family(weights: str | os.PathLike[str]) -> str:
+    """The detector family of ``weights``: a model-store entry's ``family``; a checkpoint file's :data:`DEFAULT_FAMILY`."""
+    text = os.fspath(weights)
+    entry = model_store.REGISTRY.get(text)
+    if entry is not None:
+        return entry.family
+    if Path(text).expanduser().is_file():
+        return DEFAULT_FAMILY
+    raise UnknownDetectorError(
+        f"{text!r} is neither a known model ({', '.join(sorted(model_store.REGISTRY))}) nor an existing file; "
+        f"face detectors known: {_known()}"
+    )
+
+
+def build_detector(
+    weights: str | os.PathLike[str] | None = None,
+    /,
+    device: str | None = None,
+    store: str | os.PathLike[str] | None = None,
+    **settings: Any,
+) -> FaceDetector:
+    """Build the face detector of ``weights`` (default :data:`DEFAULT_DETECTOR`).
+
+    ``weights`` is a model-store entry, whose ``family`` picks the builder in
+    :data:`DETECTORS`, or a path to a checkpoint file (:data:`DEFAULT_FAMILY`).  The
+    builder gets ``weights``, ``device`` and ``store`` (those two when given) and
+    ``settings`` (``batch_size``, ``max_size``, thresholds...).  An entry of a family
+    without a builder, or weights that are neither an entry nor a file, raise
+    :class:`UnknownDetectorError` naming them and the known families.
+
+    The older form ``build_detector(family, weights=..., **settings)`` names the
+    family itself (any weights argument may then be omitted: the builder's default).
+    """
+    if weights is None:
+        weights = settings.pop("weights", DEFAULT_DETECTOR)
+    text = os.fspath(weights)
+    if "weights" in settings or (text not in model_store.REGISTRY and text in DETECTORS):
+        try:  # the older form: the family named, the weights (if any) among the settings
+            builder = DETECTORS[text]
+        except KeyError:
+            raise UnknownDetectorError(f"unknown face detector {text!r}; known: {_known()}") from None
+    else:
+        family = detector_family(text)
+        try:
+            builder = DETECTORS[family]
+        except KeyError:
+            raise UnknownDetectorError(
+                f"face detector weights {text!r}: model-store entry of family {family!r}, which has no face detector; "
+                f"known families: {_known()}"
+            ) from None
+        settings["weights"] = weights
+    if device is not None:
+        settings["device"] = device
+    if store is not None:
+        settings["store"] = store
+    return builder(**settings)
