@@ -143,6 +143,9 @@ class JobOptions(_Strict):
         None,
         description="Wav2Lip weights (model-store entry such as wav2lip_gan, or a path). Unset: shots pass through unchanged.",
     )
+    lipsync_generator: str = Field(
+        "auto", description="Generator family that loads lipsync_checkpoint (lipsync.render.generator.GENERATORS): "
+        "auto (the model-store entry's family, else wav2lip), or a registered family name.")
     finetune: FinetuneOptions | None = Field(
         None, description="Fine-tune the generator on this film's speaking faces first (needs lipsync_checkpoint and the film's audio).")
     lipsync_device: str = Field("auto", description="Device of the lip-sync workers: auto, cpu, cuda, cuda:N.")

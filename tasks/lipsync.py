@@ -46,6 +46,8 @@ class _LazyPool:
 
     def __init__(self, options: JobOptions, checkpoint: str) -> None:
         self.kwargs: dict[str, Any] = {"checkpoint": checkpoint, "params": LipSyncParams(batch_size=options.lipsync_batch_size)}
+        if options.lipsync_generator != "auto":
+            self.kwargs["generator"] = options.lipsync_generator
         if options.lipsync_device != "auto":
             self.kwargs["device"] = options.lipsync_device
         self.backend = options.lipsync_backend
@@ -135,7 +137,7 @@ def lipsync_shots(jobs: list[ShotJob], shots: dict[str, Shot], options: JobOptio
     try:
         futures = []
         for job in jobs:
-            key = shot_key(job, checkpoint, params, memo_dir=cache_root)
+            key = shot_key(job, checkpoint, params, memo_dir=cache_root, generator=options.lipsync_generator)
             if not options.cache:
                 key = f"{key}-{uuid.uuid4().hex}"  # a fresh render, never reused
             fresh = SegmentCache(cache_root).get(key) is None

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dubcore.manifest import DubJob
 from dubcore.records import FaceTrack, ShotList
+from lipsync.job_report import speakers_summary  # noqa: F401  (re-exported: the report's view of the casting)
 from lipsync.speakers import stage
 from lipsync.speakers.plan import DubVoice, SpeakerPlan
 from lipsync.speakers.rttm import write_rttm
@@ -19,6 +20,7 @@ from .retry import transient
 from .faces import _device
 from .progress import reporter
 from .stages import cached_stage, job_options
+
 
 
 def speakers_enabled(job: DubJob) -> bool:
@@ -153,16 +155,3 @@ def cast_task(shots: ShotList, tracks: Sequence[FaceTrack], asd, diarization, vo
     for note in plan.to_dict()["notes"]:
         logger.info(note)
     return plan
-
-
-def speakers_summary(plan: SpeakerPlan) -> dict[str, Any]:
-    """The report's view of the casting."""
-    d = plan.to_dict()
-    return {
-        "characters": d["characters"],
-        "off_screen": d["off_screen"],
-        "voice_links": d["voice_links"],
-        "decisions": d["decisions"],
-        "review": d["review"],
-        "notes": d["notes"],
-    }

@@ -123,3 +123,19 @@ def casting_by_shot(faces: Iterable[Any], asd_result: Any, drives: Iterable[Any]
     """:func:`casting_checks` of every shot: ``faces`` are the per-shot tracking results (``.shot_id``, ``.tracks``)."""
     drives = list(drives)
     return {r.shot_id: casting_checks(r.tracks, asd_result, drives) for r in faces}
+
+
+def check_casting(report: Any, faces: Sequence[Any], asd: Any, plan: Any) -> Any:
+    """``report`` (a :class:`lipsync.qc.report.QCReport`) with the casting checked on every shot
+    (:func:`casting_by_shot`): a face that speaks in the original but was not re-voiced, or a re-voiced
+    face that never speaks there, makes its shot at least *review*; the notes say what was not checked."""
+    import dataclasses
+
+    from .report import with_casting
+
+    checks = casting_by_shot(faces, asd, plan.drives)
+    extra = [] if asd is not None else ["casting not checked: no active-speaker result of the original"]
+    if not plan.drives and any(f.tracks for f in faces):
+        extra.append("no face was re-voiced in this job: every dubbed voice was left off screen")
+    return dataclasses.replace(report, shots=tuple(with_casting(s, checks.get(s.shot_id, ())) for s in report.shots),
+                               signals={**report.signals, "notes": [*report.signals.get("notes", []), *extra]})

@@ -53,6 +53,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .metrics import columns as metric_columns
+from .metrics import row_values
+
 from dubcore.schema import atomic_path, write_json
 
 KIND = "qc"
@@ -89,9 +92,10 @@ class TrackQC:
     verdict: str = "unverified"
     reasons: tuple[str, ...] = ()
     casting: Mapping[str, Any] | None = None  # lipsync.qc.casting.CastingCheck.to_dict() of this track
+    metrics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # added metrics (lipsync.qc.metrics) by name
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "track": self.track_id,
             "voice": self.voice,
             "frames": list(self.frames),
@@ -104,6 +108,9 @@ class TrackQC:
             "reasons": list(self.reasons),
             "casting": dict(self.casting) if self.casting else None,
         }
+        if self.metrics:
+            d["metrics"] = {k: dict(v) for k, v in self.metrics.items()}
+        return d
 
 
 @dataclass(frozen=True)
@@ -263,31 +270,22 @@ class QCReport:
             rendered = {t.track_id for t in s.tracks}
             flagged = [c for c in s.casting_issues if c["track"] not in rendered]
             for t in s.tracks or ((None,) if not flagged else ()):
-                cast = (t.casting if t else None) or {}
                 row = dict(base)
                 row.update({
                     "track": t.track_id if t else "",
                     "voice": (t.voice or "") if t else "",
                     "synthesized": t.synthesized if t else 0,
-                    "lse_d": _num(t.lse, "lse_d") if t else "",
-                    "lse_c": _num(t.lse, "lse_c") if t else "",
-                    "offset": _num(t.lse, "offset") if t else "",
-                    "ref_lse_d": _num(t.reference, "lse_d") if t else "",
-                    "ref_lse_c": _num(t.reference, "lse_c") if t else "",
-                    "asd_offset": _num(t.asd, "offset") if t else "",
-                    "asd_confidence": _num(t.asd, "confidence") if t else "",
                     "verdict": t.verdict if t else s.verdict,
                     "reason": "; ".join(t.reasons) if t else (s.reason or ""),
-                    "asd_speaking": _num(cast, "speaking"),
-                    "driven": _num(cast, "driven"),
-                    "casting": cast.get("issue") or "",
                 })
+                row.update(row_values(t))  # every registered metric's columns (lipsync.qc.metrics)
+                row = {k: row[k] for k in csv_fields()}
                 out.append(row)
             for c in flagged:
                 from .casting import CastingCheck
 
                 row = dict(base)
-                row.update({k: "" for k in CSV_FIELDS if k not in base})
+                row.update({k: "" for k in csv_fields() if k not in base})
                 row.update({"track": c["track"], "voice": c.get("voice") or "", "synthesized": 0, "verdict": "review",
                             "reason": "; ".join(x for x in (s.reason, CastingCheck.from_dict(c).reason) if x),
                             "asd_speaking": _num(c, "speaking"), "driven": _num(c, "driven"), "casting": c["issue"]})
@@ -416,6 +414,8 @@ def render_html(report: QCReport) -> str:
                 cells.append("untouched: " + ", ".join(f"{k} {v}" for k, v in t.untouched.items()))
             if t.casting:
                 cells.append(_casting_cell(t.casting))
+            for name, result in (t.metrics or {}).items():  # added metrics (lipsync.qc.metrics)
+                cells.append(f"{e(name)}: " + e(", ".join(f"{k} {v}" for k, v in result.items())))
             cells.append(f"<i>{e('; '.join(t.reasons))}</i>")
             nums.append("<div class='track'>" + "<br>".join(cells) + "</div>")
         rendered = {t.track_id for t in s.tracks}
@@ -440,6 +440,15 @@ def render_html(report: QCReport) -> str:
     return "".join(out)
 
 
+ROW_FIELDS = ("shot", "start", "end", "status", "shot_verdict", "track", "voice", "synthesized")
+
+
+def csv_fields() -> tuple[str, ...]:
+    """The CSV's columns: the row's own, each metric's measures, the verdict and reason, each metric's checks."""
+    return ROW_FIELDS + metric_columns("measures") + ("verdict", "reason") + metric_columns("checks")
+
+
+#: The columns with the built-in metrics only.
 CSV_FIELDS = ("shot", "start", "end", "status", "shot_verdict", "track", "voice", "synthesized", "lse_d", "lse_c", "offset",
               "ref_lse_d", "ref_lse_c", "asd_offset", "asd_confidence", "verdict", "reason", "asd_speaking", "driven", "casting")
 
@@ -458,7 +467,7 @@ def write_qc_report(folder: str | os.PathLike[str], report: QCReport) -> dict[st
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": write_json(folder / "report.json", KIND, report.to_dict())}
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=csv_fields(), lineterminator="\n")
     writer.writeheader()
     for row in report.rows():
         writer.writerow(row)

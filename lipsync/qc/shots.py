@@ -27,6 +27,7 @@ import numpy as np
 from dubcore.records import FaceTrack, Shot
 from dubcore.timebase import FrameRange, frame_to_sample
 
+from .metrics import FaceInput, added_metrics
 from .report import MEASURED, RANK, QCThresholds, ShotQC, TrackQC, shot_verdict, thumbnail, verdict
 
 SAMPLE_RATE = 16000
@@ -160,17 +161,30 @@ def qc_shot(
             voice = voices.get(track.id)
             audio_of = voice_audio.get(voice or "") or voice_audio.get("")
             lse_o = asd_o = ref = None
+            added: dict[str, Any] = {}
             if audio_of is not None:
                 lead = min(track.frames.start, context_frames(fps))
                 heard = audio_of(FrameRange(track.frames.start - lead, track.frames.end + lead))
                 lse_o, asd_o = measure_track(output, track.shifted(-output_offset), heard, models, fps, info=output_info, lead=lead)
+                face = FaceInput(str(output), track.shifted(-output_offset), heard, lead, fps, output_info)
+                for metric in added_metrics():  # registered metrics (lipsync.qc.metrics)
+                    result = metric.measure(face) if metric.measure is not None else None
+                    if result is not None:
+                        added[metric.name] = dict(result)
             if reference is not None:
                 ref = reference.get(track.id)
             elif original_audio is not None and models.syncnet is not None:
                 ref, _ = measure_track(source, track, original_audio(track.frames), models, fps, info=source_info, asd=False)
             v, reasons = verdict(lse_o, ref, asd_o, thresholds)
+            for metric in added_metrics():
+                if metric.judge is not None and metric.name in added:
+                    v2, why = metric.judge(added[metric.name])
+                    if RANK[v2] < RANK[v]:
+                        v = v2
+                    reasons = (*reasons, *why)
             results.append(TrackQC(track.id, voice, (track.frames.start, track.frames.end),
-                                   int(entry.get("synthesized", 0)), dict(entry.get("untouched", {})), lse_o, ref, asd_o, v, reasons))
+                                   int(entry.get("synthesized", 0)), dict(entry.get("untouched", {})), lse_o, ref, asd_o, v, reasons,
+                                   metrics=added))
     thumbs: dict[str, str] = {}
     if thumbnails:
         mid = (shot.frames.start + shot.frames.end - 1) // 2
@@ -191,3 +205,18 @@ def take_score(shot: ShotQC) -> tuple[int, float]:
         elif t.asd:
             values.append(float(t.asd["confidence"]) - abs(int(t.asd["offset"])))
     return RANK[shot.verdict], (sum(values) / len(values) if values else float("-inf"))
+
+
+def qc_audio(plan: Any, fps: Fraction, dialogue: str | os.PathLike[str] | None,
+             original: np.ndarray | None) -> tuple[dict[str, str], dict[str, AudioSource], AudioSource | None]:
+    """What QC listens to: each re-voiced track's voice (by the speaker ``plan``; without one, the whole
+    ``dialogue`` under the voice ``""``), each voice's 16 kHz audio, and the original's (``original``: the
+    16 kHz soundtrack, ``None`` when the film has none)."""
+    if plan is not None:
+        voices = {d.track_id: d.voice for d in plan.drives}
+        voice_audio = {v.name: wav_source(v.audio, fps) for v in plan.voices}
+    else:
+        if dialogue is None:
+            raise ValueError("qc_audio needs the speaker plan or the dub dialogue")
+        voices, voice_audio = {}, {"": wav_source(dialogue, fps)}
+    return voices, voice_audio, None if original is None else array_source(original, fps)

@@ -115,7 +115,8 @@ def _write_atomic(dst: Path, data: bytes) -> None:
         raise
 
 
-def shot_key(job: ShotJob, checkpoint: str | Path, params: Any = None, memo_dir: Path | None = None) -> str:
+def shot_key(job: ShotJob, checkpoint: str | Path, params: Any = None, memo_dir: Path | None = None,
+             generator: str = "auto") -> str:
     """The cache key of one shot render (hex SHA-256); see the module text for what it covers."""
     effective = job.params if job.params is not None else params
     picture_params = None
@@ -133,6 +134,7 @@ def shot_key(job: ShotJob, checkpoint: str | Path, params: Any = None, memo_dir:
             tid: [r.to_list() for r in ranges] for tid, ranges in sorted(job.speaking.items())},
         "params": picture_params,
         "checkpoint": file_digest(checkpoint, memo_dir),
+        "generator": generator,
         "encode": None if job.settings is None else dataclasses.asdict(dataclasses.replace(job.settings, audio_language=None)),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode("utf-8")).hexdigest()

@@ -146,9 +146,10 @@ class LipSyncEngine:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu", params: LipSyncParams = LipSyncParams(),
-                        store: str | None = None) -> "LipSyncEngine":
-        """Load ``checkpoint`` (a model store entry or a file) with its family's generator."""
-        return cls(load_generator(checkpoint, device, store), device, params)
+                        store: str | None = None, family: str | None = None) -> "LipSyncEngine":
+        """Load ``checkpoint`` (a model store entry or a file) with its family's generator (``family``:
+        a registered name; ``None`` or "auto": the store entry's family, else wav2lip)."""
+        return cls(load_generator(checkpoint, device, store, None if family in (None, "auto") else family), device, params)
 
     # ---- audio
 

@@ -51,11 +51,12 @@ class ShotJob:
 class LipSyncWorker:
     """Loads the generator once (in ``__init__``) and renders shot after shot with it."""
 
-    def __init__(self, checkpoint: str, device: str = "auto", params: LipSyncParams = LipSyncParams(), store: str | None = None) -> None:
+    def __init__(self, checkpoint: str, device: str = "auto", params: LipSyncParams = LipSyncParams(), store: str | None = None,
+                 generator: str | None = None) -> None:
         from ..device import resolve_device
 
         self.device = resolve_device(device)
-        self.engine = LipSyncEngine.from_checkpoint(checkpoint, self.device, params, store)
+        self.engine = LipSyncEngine.from_checkpoint(checkpoint, self.device, params, store, family=generator)
 
     def run(self, job: ShotJob) -> ShotRender:
         c = self.engine.contract
