@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 from torch import nn
@@ -31,14 +31,7 @@ DISC_LAST = "disc_last.pth"
 # --------------------------------------------------------------------------- files
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+from .expert import _atomic_save  # noqa: E402  (one atomic checkpoint write for both trainers)
 
 
 def _atomic_link(src: Path, dst: Path) -> None:
